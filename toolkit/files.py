@@ -1,0 +1,65 @@
+"""Small file helpers every stage shares: the cache folder and atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir(*parts: str) -> Path:
+    """Where slow-to-build things (demo teacher, emulator rootfs, runner builds) are kept between runs.
+
+    ``XLNET_EDGE_CACHE`` overrides the default ``<project>/.cache``.
+    """
+    root = Path(os.environ.get("XLNET_EDGE_CACHE", PROJECT_ROOT / ".cache"))
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it into place only if the block finishes.
+
+    A crash or an exception leaves no file at ``final`` that looks valid but is not.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(final: Path | str, data: bytes) -> Path:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+    return Path(final)
+
+
+def atomic_write_text(final: Path | str, text: str) -> Path:
+    return atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def atomic_write_json(final: Path | str, obj: Any) -> Path:
+    return atomic_write_text(final, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

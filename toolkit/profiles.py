@@ -1,0 +1,198 @@
+"""Target profiles: everything a later stage decides from, as validated YAML data.
+
+A profile describes one kind of device (CPU model and ISA, cores, clock, memory), the budgets an artifact must fit
+(size, latency), the student shapes it can afford, which artifacts to emit with which quantization recipe and runtime,
+and the tolerances that validation gates on. Shipped profiles live in ``targets/``; users pass their own file path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+Format = Literal["pte", "tflite"]
+PteRecipe = Literal["fp32", "int8-dynamic", "int8-static", "int8-static-embedding"]
+TfliteRecipe = Literal["fp32", "dynamic-int8", "full-int8", "fp16-weights", "weight-only-int8"]
+Runtime = Literal["executorch", "ai-edge-litert", "tflite-runtime"]
+Delegate = Literal["xnnpack", "nnapi", "cpu"]
+Activation = Literal["gelu", "relu"]
+Normalisation = Literal["layernorm", "l2norm"]  # l2norm: centre + L2_NORMALIZATION, which NNAPI runs
+
+
+class Strict(BaseModel):
+    """Base for every profile section: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Device(Strict):
+    """The hardware the artifact runs on, and how to emulate its CPU."""
+
+    cpu_model: str = Field(description="Marketing name of the CPU core, e.g. 'Cortex-A72'.")
+    qemu_cpu: str = Field(description="qemu -cpu name; never 'max' (it exposes features real devices lack).")
+    isa: str = Field(description="Architecture level, e.g. 'armv8.0-a'.")
+    features: list[str] = Field(description="/proc/cpuinfo Features flags of the device.")
+    cores: int = Field(gt=0)
+    clock_ghz: float = Field(gt=0)
+    memory_mb_min: int = Field(gt=0)
+    memory_mb_max: int = Field(gt=0)
+    os: str
+    instructions_per_ns: float = Field(
+        gt=0,
+        description="Latency-estimate factor: retired guest instructions per nanosecond on one core "
+        "(clock x sustained IPC). Stated assumption, not a measurement of the device.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "Device":
+        if self.qemu_cpu == "max":
+            raise ValueError("qemu_cpu 'max' exposes features no real device has; name the core, e.g. cortex-a72")
+        if self.memory_mb_min > self.memory_mb_max:
+            raise ValueError("memory_mb_min is larger than memory_mb_max")
+        return self
+
+
+class Budgets(Strict):
+    """Limits an exported artifact must fit in on this device."""
+
+    artifact_mb: float = Field(gt=0, description="Largest shipped model file, in MB (10^6 bytes).")
+    latency_ms: float = Field(gt=0, description="Latency budget for one inference on one core.")
+    memory_mb: float = Field(gt=0, description="Working memory the model may use at run time.")
+
+
+class StudentConstraints(Strict):
+    """Which student shapes and op choices the device can afford."""
+
+    max_layers: int = Field(gt=0)
+    max_d_model: int = Field(gt=0)
+    min_d_model: int = Field(default=64, gt=0)
+    n_head: int = Field(gt=0)
+    ffn_ratio: int = Field(default=4, gt=0, description="d_inner = ffn_ratio * d_model.")
+    activations: list[Activation] = Field(min_length=1, description="Allowed; the first is preferred.")
+    normalisations: list[Normalisation] = Field(min_length=1, description="Allowed; the first is preferred.")
+    mask_input: Literal["attention_mask", "additive_bias"] = Field(
+        default="attention_mask",
+        description="attention_mask: 0/1 ids-style mask, the bias is built in-graph. additive_bias: the app passes "
+        "the float bias, so the graph carries no bool/int mask ops (NNAPI).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "StudentConstraints":
+        if self.min_d_model > self.max_d_model:
+            raise ValueError("min_d_model is larger than max_d_model")
+        if self.max_d_model % self.n_head:
+            raise ValueError(f"max_d_model {self.max_d_model} is not divisible by n_head {self.n_head}")
+        return self
+
+
+class Artifact(Strict):
+    """One file to emit: its format, quantization recipe and the runtime/delegate that will run it on the device."""
+
+    format: Format
+    recipe: str
+    runtime: Runtime
+    delegate: Delegate
+
+    @model_validator(mode="after")
+    def _check(self) -> "Artifact":
+        allowed = {"pte": PteRecipe.__args__, "tflite": TfliteRecipe.__args__}[self.format]
+        if self.recipe not in allowed:
+            raise ValueError(f"recipe '{self.recipe}' is not a {self.format} recipe; choose one of {list(allowed)}")
+        if self.format == "pte" and self.runtime != "executorch":
+            raise ValueError("a .pte artifact runs on the executorch runtime")
+        if self.format == "tflite" and self.runtime == "executorch":
+            raise ValueError("a .tflite artifact runs on ai-edge-litert or tflite-runtime")
+        if self.delegate == "nnapi" and self.recipe != "full-int8":
+            raise ValueError("the NNAPI delegate needs a full-integer model: use recipe full-int8")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"{self.format}-{self.recipe}"
+
+
+class Tolerances(Strict):
+    """What a host or emulator check must meet for an artifact to be marked valid."""
+
+    max_accuracy_drop_points: float = Field(ge=0, description="vs the fp32 eager student, in accuracy points.")
+    min_argmax_agreement: float = Field(ge=0, le=1, description="Share of samples with the student's label.")
+    fp32_max_abs_logit_diff: float = Field(gt=0, description="Float artifacts vs the eager student.")
+    emulator_fp32_max_abs_diff: float = Field(gt=0, description="Emulator vs host, same runtime, float artifacts.")
+    emulator_int8_max_steps: float = Field(gt=0, description="Emulator vs host, int8 artifacts, in output quant steps.")
+
+
+class Validation(Strict):
+    emulator_samples: int = Field(gt=0, description="Seeded subset of the dev set run under emulation.")
+    seed: int = 0
+    tolerances: Tolerances
+
+
+class Profile(Strict):
+    """A complete target profile."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str
+    device: Device
+    budgets: Budgets
+    sequence_length: int = Field(ge=8, le=512)
+    student: StudentConstraints
+    artifacts: list[Artifact] = Field(min_length=1)
+    validation: Validation
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "Profile":
+        names = [a.name for a in self.artifacts]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"artifacts listed twice: {duplicates}")
+        return self
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be used; the message names the file and the bad field."""
+
+
+def shipped_profile_paths() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(TARGETS_DIR.glob("*.yaml"))}
+
+
+def resolve_profile_path(name_or_path: str | Path) -> Path:
+    """A shipped profile name (``raspberry-pi-4``) or a path to the user's own YAML file."""
+    shipped = shipped_profile_paths()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    raise ProfileError(
+        f"no profile '{name_or_path}': give a shipped name ({', '.join(shipped)}) or the path of a YAML file"
+    )
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load and validate a profile; every problem is reported with the file and the dotted field path."""
+    path = resolve_profile_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile is a YAML mapping, got {type(data).__name__}")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            lines.append(f"  {field}: {e['msg']}")
+        raise ProfileError(f"{path}: invalid profile\n" + "\n".join(lines)) from err
+
+
+def list_profiles() -> list[Profile]:
+    return [load_profile(p) for p in shipped_profile_paths().values()]
