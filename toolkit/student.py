@@ -1,0 +1,425 @@
+"""The toolkit's export-friendly XLNet: the content-stream math of XLNet in plain, exportable PyTorch.
+
+Why not transformers' XLNetModel? Its q/k/v/o/r projections are raw parameters inside einsums (quantizers only see
+``nn.Linear``), it builds ``torch.eye`` and ``index_select(arange)`` at run time (ops LiteRT cannot run) and masks
+with -1e30 (which ruins int8 calibration ranges). This model computes the same function for classification:
+
+* relative positional attention with a constant sinusoid table for the profile's fixed length, sliced per call;
+* the relative shift as reshape + slice;
+* segment encoding (XLNet's "same segment or not" bias), with a constant single-segment pattern when the task has
+  no text pairs, so ``token_type_ids`` is only an input for pair tasks;
+* a finite additive attention-mask value;
+* no memory, no permutation / query stream (not used for classification);
+* last-position pooling (XLNet puts ``<cls>`` at the end) + tanh projection + linear head.
+
+Loaded with an HF ``XLNetForSequenceClassification`` state dict, it gives the same logits (see tests/test_student.py).
+Variants a profile can ask for: ReLU instead of GELU, and ``l2norm`` (LayerNorm rewritten as centring + L2
+normalisation, ops the NNAPI delegate accepts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from toolkit.files import atomic_path, atomic_write_json
+
+STUDENT_CONFIG = "student_config.json"
+STUDENT_WEIGHTS = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Shape and op choices of a student. ``seq_len`` fixes the constant position tables."""
+
+    vocab_size: int
+    d_model: int
+    n_layer: int
+    n_head: int
+    d_inner: int
+    num_labels: int
+    seq_len: int
+    activation: Literal["gelu", "relu"] = "gelu"
+    normalisation: Literal["layernorm", "l2norm"] = "layernorm"
+    layer_norm_eps: float = 1e-12
+    dropout: float = 0.1
+    mask_value: float = 30.0
+    mask_input: Literal["attention_mask", "additive_bias"] = "attention_mask"
+    uses_pairs: bool = False
+    labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_head
+
+
+class CentredL2Norm(nn.Module):
+    """LayerNorm written as ops the NNAPI delegate runs.
+
+    LayerNorm(x) = (x - mean) / sqrt(var + eps) * w + b, and var = |x - mean|^2 / d, so for var >> eps it equals
+    sqrt(d) * normalize(x - mean) * w + b. Centring is a constant matrix product (a FULLY_CONNECTED), and
+    ``normalize`` is L2_NORMALIZATION: no MEAN / SQUARED_DIFFERENCE / RSQRT, which NNAPI rejects in int8.
+    The parameters are LayerNorm's, so a teacher LayerNorm copies straight in.
+    """
+
+    def __init__(self, d_model: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model))
+        self.eps = eps
+        self.scale = math.sqrt(d_model)
+        self.register_buffer("centre", torch.eye(d_model) - 1.0 / d_model, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = F.linear(x, self.centre)
+        return F.normalize(centred, dim=-1, eps=self.eps) * (self.weight * self.scale) + self.bias
+
+
+def make_norm(config: StudentConfig) -> nn.Module:
+    if config.normalisation == "l2norm":
+        return CentredL2Norm(config.d_model, config.layer_norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+
+def relative_position_table(seq_len: int, d_model: int) -> torch.Tensor:
+    """XLNet's bidirectional sinusoid table for distances seq_len, seq_len-1, ..., -seq_len+1 ([2L, d])."""
+    inv_freq = 1.0 / torch.pow(10000, torch.arange(0, d_model, 2.0) / d_model)
+    distances = torch.arange(seq_len, -seq_len, -1.0)
+    angles = distances[:, None] * inv_freq[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+def single_segment_pattern(seq_len: int) -> torch.Tensor:
+    """1 where query and key are in different segments for a one-text input: only the final <cls> differs.
+
+    Padding (token type 3 in XLNet) is masked out as keys, and padded queries never reach the pooled last position,
+    so this constant equals XLNet's segment matrix wherever it matters.
+    """
+    is_cls = torch.zeros(seq_len)
+    is_cls[-1] = 1.0
+    return (is_cls[:, None] != is_cls[None, :]).float()
+
+
+class RelativeAttention(nn.Module):
+    """XLNet's two-stream attention, content stream only, with every projection an ``nn.Linear``."""
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        inner = config.n_head * config.d_head
+        self.n_head, self.d_head = config.n_head, config.d_head
+        self.q = nn.Linear(config.d_model, inner, bias=False)
+        self.k = nn.Linear(config.d_model, inner, bias=False)
+        self.v = nn.Linear(config.d_model, inner, bias=False)
+        self.r = nn.Linear(config.d_model, inner, bias=False)
+        self.o = nn.Linear(inner, config.d_model, bias=False)
+        self.r_w_bias = nn.Parameter(torch.zeros(config.n_head, config.d_head))
+        self.r_r_bias = nn.Parameter(torch.zeros(config.n_head, config.d_head))
+        self.r_s_bias = nn.Parameter(torch.zeros(config.n_head, config.d_head))
+        self.seg_embed = nn.Parameter(torch.zeros(2, config.n_head, config.d_head))
+        self.layer_norm = make_norm(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.scale = 1.0 / math.sqrt(config.d_head)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L, n*dh] -> [B, n, L, dh]"""
+        batch, length, _ = x.shape
+        return x.reshape(batch, length, self.n_head, self.d_head).transpose(1, 2)
+
+    @staticmethod
+    def _relative_shift(scores: torch.Tensor, length: int) -> torch.Tensor:
+        """[B, n, L, 2L] scores by distance -> [B, n, L, L] scores by key position (reshape + slice, no gather)."""
+        batch, heads, queries, distances = scores.shape
+        shifted = scores.reshape(batch, heads, distances, queries)[:, :, 1:, :]
+        return shifted.reshape(batch, heads, queries, distances - 1)[:, :, :, :length]
+
+    def forward(
+        self, h: torch.Tensor, pos_table: torch.Tensor, segment_diff: torch.Tensor, mask_bias: torch.Tensor
+    ) -> torch.Tensor:
+        length = h.shape[1]
+        q = self._heads(self.q(h))
+        k = self._heads(self.k(h))
+        v = self._heads(self.v(h))
+        k_pos = self.r(pos_table).reshape(-1, self.n_head, self.d_head).permute(1, 2, 0)  # [n, dh, 2L]
+
+        content = torch.matmul(q + self.r_w_bias[:, None, :], k.transpose(-1, -2))
+        position = self._relative_shift(torch.matmul(q + self.r_r_bias[:, None, :], k_pos), length)
+        # Segment term: per query, one score for "same segment" and one for "other segment".
+        seg_scores = torch.matmul(q + self.r_s_bias[:, None, :], self.seg_embed.permute(1, 2, 0))  # [B, n, L, 2]
+        same, other = seg_scores[..., 0:1], seg_scores[..., 1:2]
+        segment = same + segment_diff * (other - same)
+
+        scores = (content + position + segment) * self.scale + mask_bias
+        probs = self.dropout(torch.softmax(scores, dim=-1))
+        context = torch.matmul(probs, v).transpose(1, 2).reshape(h.shape[0], length, -1)
+        return self.layer_norm(self.dropout(self.o(context)) + h)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.layer_1 = nn.Linear(config.d_model, config.d_inner)
+        self.layer_2 = nn.Linear(config.d_inner, config.d_model)
+        self.activation = nn.GELU() if config.activation == "gelu" else nn.ReLU()
+        self.layer_norm = make_norm(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.dropout(self.layer_2(self.dropout(self.activation(self.layer_1(x)))))
+        return self.layer_norm(out + x)
+
+
+class StudentLayer(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.attn = RelativeAttention(config)
+        self.ff = FeedForward(config)
+
+    def forward(self, h, pos_table, segment_diff, mask_bias):
+        return self.ff(self.attn(h, pos_table, segment_diff, mask_bias))
+
+
+class XLNetStudent(nn.Module):
+    """XLNet classifier for a fixed maximum length; also runs shorter (left-padded) batches for training."""
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.word_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(StudentLayer(config) for _ in range(config.n_layer))
+        self.dropout = nn.Dropout(config.dropout)
+        self.summary = nn.Linear(config.d_model, config.d_model)
+        self.logits_proj = nn.Linear(config.d_model, config.num_labels)
+        self.register_buffer("pos_table", relative_position_table(config.seq_len, config.d_model), persistent=False)
+        self.register_buffer("segment_pattern", single_segment_pattern(config.seq_len), persistent=False)
+
+    def mask_bias_from_attention_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L] 1/0 mask -> [B, L] additive bias: 0 for tokens, -mask_value for padding keys."""
+        return (1.0 - attention_mask.to(torch.float32)) * -self.config.mask_value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ):
+        """Logits [B, num_labels]. ``mask`` is the 1/0 attention mask, or the additive bias for ``additive_bias``."""
+        length = input_ids.shape[1]
+        if self.config.mask_input == "attention_mask":
+            bias = self.mask_bias_from_attention_mask(mask)
+        else:
+            bias = mask.to(torch.float32)
+        bias = bias[:, None, None, :]
+        start = self.config.seq_len - length
+        pos_table = self.dropout(self.pos_table[start : self.config.seq_len + length])
+        if token_type_ids is None:
+            segment_diff = self.segment_pattern[start:, start:]
+        else:
+            segment_diff = (token_type_ids[:, :, None] != token_type_ids[:, None, :]).to(torch.float32)[:, None]
+
+        h = self.dropout(self.word_embedding(input_ids))
+        hidden = [h]
+        for layer in self.layers:
+            h = layer(h, pos_table, segment_diff, bias)
+            hidden.append(h)
+        pooled = torch.tanh(self.summary(self.dropout(h[:, -1])))
+        logits = self.logits_proj(self.dropout(pooled))
+        return (logits, hidden) if output_hidden_states else logits
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading weights from transformers' XLNet
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _proj_weight(param: torch.Tensor) -> torch.Tensor:
+    """HF q/k/v/r [d_model, n_head, d_head] -> nn.Linear weight [n_head*d_head, d_model]."""
+    return param.reshape(param.shape[0], -1).t().contiguous()
+
+
+def hf_layer_state(hf_state: dict[str, torch.Tensor], hf_index: int, student_index: int) -> dict[str, torch.Tensor]:
+    """The student-layer tensors converted from HF XLNet layer ``hf_index`` (names: ``transformer.layer.N.*``)."""
+    src = f"transformer.layer.{hf_index}."
+    dst = f"layers.{student_index}."
+    out = {}
+    for name in ("q", "k", "v", "r"):
+        out[f"{dst}attn.{name}.weight"] = _proj_weight(hf_state[f"{src}rel_attn.{name}"])
+    o = hf_state[f"{src}rel_attn.o"]
+    out[f"{dst}attn.o.weight"] = o.reshape(o.shape[0], -1).contiguous()
+    for name in ("r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"):
+        out[f"{dst}attn.{name}"] = hf_state[f"{src}rel_attn.{name}"]
+    for part in ("weight", "bias"):
+        out[f"{dst}attn.layer_norm.{part}"] = hf_state[f"{src}rel_attn.layer_norm.{part}"]
+        out[f"{dst}ff.layer_norm.{part}"] = hf_state[f"{src}ff.layer_norm.{part}"]
+        out[f"{dst}ff.layer_1.{part}"] = hf_state[f"{src}ff.layer_1.{part}"]
+        out[f"{dst}ff.layer_2.{part}"] = hf_state[f"{src}ff.layer_2.{part}"]
+    return out
+
+
+def hf_shared_state(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Embedding, pooling projection and classification head."""
+    return {
+        "word_embedding.weight": hf_state["transformer.word_embedding.weight"],
+        "summary.weight": hf_state["sequence_summary.summary.weight"],
+        "summary.bias": hf_state["sequence_summary.summary.bias"],
+        "logits_proj.weight": hf_state["logits_proj.weight"],
+        "logits_proj.bias": hf_state["logits_proj.bias"],
+    }
+
+
+def student_config_like(hf_config, seq_len: int, **overrides) -> StudentConfig:
+    """A student config with the HF XLNet config's shape (overrides change depth, width, ops...)."""
+    activation = hf_config.ff_activation if hf_config.ff_activation in ("gelu", "relu") else "gelu"
+    base = dict(
+        vocab_size=hf_config.vocab_size,
+        d_model=hf_config.d_model,
+        n_layer=hf_config.n_layer,
+        n_head=hf_config.n_head,
+        d_inner=hf_config.d_inner,
+        num_labels=hf_config.num_labels,
+        seq_len=seq_len,
+        activation=activation,
+        layer_norm_eps=hf_config.layer_norm_eps,
+        dropout=hf_config.dropout,
+        labels=[hf_config.id2label[i] for i in range(hf_config.num_labels)],
+    )
+    base.update(overrides)
+    return StudentConfig(**base)
+
+
+def student_from_xlnet(hf_model, seq_len: int, layer_ids: list[int] | None = None, **overrides) -> XLNetStudent:
+    """A student holding a copy of an HF XLNet classifier's weights (all layers, or the listed ones)."""
+    if layer_ids is None:
+        layer_ids = list(range(hf_model.config.n_layer))
+    config = student_config_like(hf_model.config, seq_len, n_layer=len(layer_ids), **overrides)
+    student = XLNetStudent(config)
+    hf_state = hf_model.state_dict()
+    state = hf_shared_state(hf_state)
+    for student_index, hf_index in enumerate(layer_ids):
+        state.update(hf_layer_state(hf_state, hf_index, student_index))
+    student.load_state_dict(state, strict=True)
+    return student
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Saving and loading a student folder
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def save_student(model: XLNetStudent, folder: Path | str) -> Path:
+    """Write ``student_config.json`` + ``model.safetensors`` (atomically) into ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / STUDENT_WEIGHTS) as tmp:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    atomic_write_json(folder / STUDENT_CONFIG, asdict(model.config))
+    return folder
+
+
+def load_student(folder: Path | str) -> XLNetStudent:
+    """Load a student folder written by :func:`save_student` (safetensors only)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config_path, weights_path = folder / STUDENT_CONFIG, folder / STUDENT_WEIGHTS
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a student folder: {path.name} is missing")
+    config = StudentConfig(**json.loads(config_path.read_text()))
+    model = XLNetStudent(config)
+    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The exported signature: fixed length, batch 1, positional tensor inputs, logits only
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tuple[int, ...]
+
+
+class FixedLengthClassifier(nn.Module):
+    """What the exporters trace: ``(input_ids, mask[, token_type_ids]) -> logits`` at the profile's length.
+
+    ``input_ids`` are int32 (no int64 reaches the graph); ``mask`` is the int32 attention mask, or the float32
+    additive bias when the profile asks the app to prepare the mask (NNAPI).
+    """
+
+    def __init__(self, student: XLNetStudent) -> None:
+        super().__init__()
+        self.student = student.eval()
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, *token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.student(input_ids, mask, token_type_ids[0] if token_type_ids else None)
+
+
+def input_specs(config: StudentConfig) -> list[TensorSpec]:
+    """Names, dtypes and shapes of the exported program's inputs, in order."""
+    length = config.seq_len
+    mask = (
+        TensorSpec("attention_mask", "int32", (1, length))
+        if config.mask_input == "attention_mask"
+        else TensorSpec("mask_bias", "float32", (1, length))
+    )
+    specs = [TensorSpec("input_ids", "int32", (1, length)), mask]
+    if config.uses_pairs:
+        specs.append(TensorSpec("token_type_ids", "int32", (1, length)))
+    return specs
+
+
+def output_specs(config: StudentConfig) -> list[TensorSpec]:
+    return [TensorSpec("logits", "float32", (1, config.num_labels))]
+
+
+def model_inputs(config: StudentConfig, input_ids, attention_mask, token_type_ids=None) -> list:
+    """Numpy arrays [N, L] in the exported input order, from an encoded batch (N samples of the fixed length)."""
+    import numpy as np
+
+    ids = np.asarray(input_ids, dtype=np.int32)
+    if ids.shape[1] != config.seq_len:
+        raise ValueError(f"inputs have length {ids.shape[1]}, the student was built for {config.seq_len}")
+    mask = np.asarray(attention_mask)
+    if config.mask_input == "attention_mask":
+        mask = mask.astype(np.int32)
+    else:
+        mask = ((1.0 - mask.astype(np.float32)) * -config.mask_value).astype(np.float32)
+    arrays = [ids, mask]
+    if config.uses_pairs:
+        arrays.append(np.asarray(token_type_ids, dtype=np.int32))
+    return arrays
+
+
+def example_inputs(config: StudentConfig) -> tuple[torch.Tensor, ...]:
+    """One batch-1 sample (a few tokens, left-padded) for tracing and exporting."""
+    import numpy as np
+
+    length = config.seq_len
+    ids = np.full((1, length), 5, dtype=np.int32)
+    ids[0, -4:] = [min(20, config.vocab_size - 1), min(21, config.vocab_size - 1), 4, 3]
+    mask = np.zeros((1, length), dtype=np.int32)
+    mask[0, -4:] = 1
+    types = np.full((1, length), 3, dtype=np.int32)
+    types[0, -4:] = [0, 0, 0, 2]
+    return tuple(torch.from_numpy(a) for a in model_inputs(config, ids, mask, types))
