@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
@@ -48,10 +48,15 @@ class Device(Strict):
         "(clock x sustained IPC). Stated assumption, not a measurement of the device.",
     )
 
+    @field_validator("qemu_cpu")
+    @classmethod
+    def _not_max(cls, value: str) -> str:
+        if value == "max":
+            raise ValueError("'max' exposes features no real device has; never use it: name the core, e.g. cortex-a72")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "Device":
-        if self.qemu_cpu == "max":
-            raise ValueError("qemu_cpu 'max' exposes features no real device has; name the core, e.g. cortex-a72")
         if self.memory_mb_min > self.memory_mb_max:
             raise ValueError("memory_mb_min is larger than memory_mb_max")
         return self

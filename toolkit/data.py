@@ -1,0 +1,174 @@
+"""Labelled text from TSV / CSV / JSONL files: texts, optional text pairs, labels and the label map.
+
+Bad rows are never dropped silently: by default loading stops with the file, line and reason of each bad row;
+with ``skip_bad_rows=True`` they are skipped and counted in :attr:`LabelledData.skipped`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.files import PROJECT_ROOT
+
+DEMO_DATA_DIR = PROJECT_ROOT / "toolkit" / "assets" / "sst2"
+DEMO_TRAIN = DEMO_DATA_DIR / "train.tsv"
+DEMO_DEV = DEMO_DATA_DIR / "dev.tsv"
+DEMO_LABEL_NAMES = {"0": "negative", "1": "positive"}
+
+
+class DataError(ValueError):
+    """A data file that cannot be used as it is; the message says where and why."""
+
+
+@dataclass
+class Columns:
+    """Which columns (or JSON keys) hold the text, the optional second text, and the label."""
+
+    text: str = "sentence"
+    pair: str | None = None
+    label: str = "label"
+
+
+@dataclass
+class LabelledData:
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[int]  # indices into label_names
+    label_names: list[str]
+    source: str
+    skipped: list[str] = field(default_factory=list)  # "line N: reason" for each skipped row
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def counts(self) -> dict[str, int]:
+        counter = Counter(self.labels)
+        return {name: counter.get(i, 0) for i, name in enumerate(self.label_names)}
+
+    def subset(self, indices: list[int]) -> "LabelledData":
+        return LabelledData(
+            texts=[self.texts[i] for i in indices],
+            pairs=None if self.pairs is None else [self.pairs[i] for i in indices],
+            labels=[self.labels[i] for i in indices],
+            label_names=self.label_names,
+            source=f"{self.source}[{len(indices)} rows]",
+        )
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k}: {v}" for k, v in self.counts().items())
+        skipped = f", {len(self.skipped)} bad rows skipped" if self.skipped else ""
+        return f"{self.source}: {len(self)} examples ({counts}){skipped}"
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row dict) for every data row of a .tsv / .csv / .jsonl file."""
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".csv"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            # GLUE-style TSV treats quotes as literal characters; CSV uses standard quoting.
+            if suffix == ".tsv":
+                reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.DictReader(fh)
+            return [(reader.line_num, row) for row in reader]
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                rows.append((number, {"__error__": f"not valid JSON ({err.msg})"}))
+                continue
+            rows.append((number, row if isinstance(row, dict) else {"__error__": "not a JSON object"}))
+        return rows
+    raise DataError(f"{path}: unsupported file type '{suffix}'; use .tsv, .csv or .jsonl")
+
+
+def _row_problem(row: dict, columns: Columns) -> str | None:
+    if "__error__" in row:
+        return row["__error__"]
+    if None in row:  # csv puts surplus fields under the None key
+        return "more fields than the header"
+    for name in (columns.text, columns.label) + ((columns.pair,) if columns.pair else ()):
+        value = row.get(name)
+        if value is None:
+            return f"missing column '{name}'"
+        if str(value).strip() == "":
+            return f"empty '{name}'"
+    return None
+
+
+def load_labelled(
+    path: Path | str,
+    columns: Columns | None = None,
+    label_names: list[str] | None = None,
+    skip_bad_rows: bool = False,
+) -> LabelledData:
+    """Load labelled text.
+
+    ``label_names`` fixes the label set and order (use the training set's names for the dev set); a row whose label
+    is not in it is an error ("mislabelled"). Without it, labels are taken from the data: integers in numeric order,
+    otherwise sorted strings.
+    """
+    path = Path(path)
+    columns = columns or Columns()
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    rows = _read_rows(path)
+    if rows and "__error__" not in rows[0][1]:
+        header = set(rows[0][1].keys()) - {None}
+        missing = [c for c in (columns.text, columns.label, columns.pair) if c and c not in header]
+        if missing and path.suffix.lower() != ".jsonl":
+            raise DataError(
+                f"{path}: no column(s) {missing} in the header {sorted(header)}; "
+                f"name them with --text-column / --pair-column / --label-column"
+            )
+
+    good, skipped = [], []
+    for number, row in rows:
+        problem = _row_problem(row, columns)
+        if problem:
+            skipped.append(f"line {number}: {problem}")
+        else:
+            good.append((number, row))
+    if skipped and not skip_bad_rows:
+        shown = "\n  ".join(skipped[:10])
+        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        raise DataError(f"{path}: {len(skipped)} bad rows:\n  {shown}{more}\n(pass --skip-bad-rows to skip them)")
+    if not good:
+        raise DataError(f"{path}: no usable labelled rows")
+
+    raw_labels = [str(row[columns.label]).strip() for _, row in good]
+    names = label_names if label_names is not None else _label_order(raw_labels)
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({label for label in raw_labels if label not in index})
+    if unknown:
+        raise DataError(f"{path}: labels {unknown[:10]} are not in the label set {names}")
+    return LabelledData(
+        texts=[str(row[columns.text]) for _, row in good],
+        pairs=[str(row[columns.pair]) for _, row in good] if columns.pair else None,
+        labels=[index[label] for label in raw_labels],
+        label_names=list(names),
+        source=str(path),
+        skipped=skipped,
+    )
+
+
+def _label_order(raw_labels: list[str]) -> list[str]:
+    distinct = set(raw_labels)
+    if all(label.lstrip("-").isdigit() for label in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
+
+
+def display_names(label_names: list[str]) -> list[str]:
+    """Human-readable names for the demo data's 0/1 labels; other label sets are shown as they are."""
+    if sorted(label_names) == sorted(DEMO_LABEL_NAMES):
+        return [DEMO_LABEL_NAMES[name] for name in label_names]
+    return label_names
