@@ -1,0 +1,6 @@
+// Plugin versions for the whole project; modules apply them without versions.
+plugins {
+    id("com.android.application") version "8.5.2" apply false
+    id("org.jetbrains.kotlin.android") version "1.9.24" apply false
+    id("org.jetbrains.kotlin.jvm") version "1.9.24" apply false
+}

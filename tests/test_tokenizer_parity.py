@@ -1,0 +1,141 @@
+"""Host encoder vs the app tokenizers (stdlib Python, pure Kotlin on the JVM), all reading tokenizer.json."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_tokenizer import sst2_dev
+from toolkit import tokenizer as T
+from toolkit.files import atomic_write_text, cache_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+KOTLIN_MODULE = ROOT / "sample_apps" / "android" / "tokenizer" / "src"
+SEQ_LEN = 64
+
+AWKWARD = [
+    "Café naïve façade résumé Ångström", "e\u0301 a\u0300 o\u0308 combining marks", "😊 👍🏽 👨\u200d👩\u200d👧 🇫🇷 ❤️ emoji",
+    "生活的真谛是 中文字符", "مرحبا بالعالم", "한국어 텍스트", "Ελληνικά κείμενο", "ｆｕｌｌｗｉｄｔｈ ＡＢＣ １２３",
+    "ﬁ ﬂ ﬀ ligatures", "``quoted'' and \"plain\" and “curly”", "non\u00a0breaking\u202fnarrow", "zero\u200bwidth\u200cnon\u200djoin\ufeffbom",
+    "tabs\tand\nnewlines\r\nand\u2028separators\u2029here\x85", "", "   ", "\t\n", "<s> hi<sep>there <mask> x <cls>",
+    "1,000,000 people in 92000, ok", "▁already▁metaspace", "x\u07fd y", "\u0600\u200c\u0e35\u07fd", "ปี ด",
+    "control\x01chars\x7f\x0b", "Ⅻ ㎏ ½ ™ ℃", " ".join(["long"] * 300), "a" * 500,
+]
+PAIRS = [("it 's a charming film .", "not bad at all"), ("", "empty first"), ("x " * 100, "short"), ("short", "y " * 100)]
+
+
+def load_app_module():
+    spec = importlib.util.spec_from_file_location("xlnet_tokenizer", ROOT / "sample_apps/raspberry_pi/xlnet_tokenizer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def encoder() -> T.XLNetTextEncoder:
+    return T.XLNetTextEncoder()
+
+
+@pytest.fixture(scope="module")
+def trimmed(encoder: T.XLNetTextEncoder) -> T.XLNetTextEncoder:
+    """Student vocabulary collected from the first half of dev: the rest exercises unseen words."""
+    return encoder.with_vocab_map(T.VocabMap(T.collect_used_ids(encoder, sst2_dev()[:436])))
+
+
+@pytest.fixture(scope="module")
+def exported(encoder, trimmed, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("portable")
+    return {"full": encoder.export_portable(folder / "full.json", SEQ_LEN),
+            "trimmed": trimmed.export_portable(folder / "trimmed.json", SEQ_LEN)}
+
+
+def cases(encoder: T.XLNetTextEncoder) -> list[dict]:
+    """Host-encoded golden cases: SST-2 dev, the awkward set, pairs."""
+    out = []
+    singles = sst2_dev() + AWKWARD
+    batch = encoder.encode(singles, seq_len=SEQ_LEN)
+    for i, text in enumerate(singles):
+        out.append({"text": text, "pair": None, "seq_len": SEQ_LEN, "ids": batch.input_ids[i].tolist(),
+                    "mask": batch.attention_mask[i].tolist(), "types": batch.token_type_ids[i].tolist()})
+    batch = encoder.encode([a for a, _ in PAIRS], pairs=[b for _, b in PAIRS], seq_len=SEQ_LEN)
+    for i, (a, b) in enumerate(PAIRS):
+        out.append({"text": a, "pair": b, "seq_len": SEQ_LEN, "ids": batch.input_ids[i].tolist(),
+                    "mask": batch.attention_mask[i].tolist(), "types": batch.token_type_ids[i].tolist()})
+    return out
+
+
+def python_app_matches(app, golden: list[dict]) -> list[int]:
+    """Indexes of golden cases the Python app gets wrong."""
+    wrong = []
+    for i, case in enumerate(golden):
+        ids, mask, types = app.encode(case["text"], case["pair"], case["seq_len"])
+        if (ids, mask, types) != (case["ids"], case["mask"], case["types"]):
+            wrong.append(i)
+    return wrong
+
+
+@pytest.mark.parametrize("which", ["full", "trimmed"])
+def test_python_app_matches_host(which, encoder, trimmed, exported) -> None:
+    host = encoder if which == "full" else trimmed
+    app = load_app_module().XLNetTokenizer.load(exported[which])
+    golden = cases(host)
+    wrong = python_app_matches(app, golden)
+    assert wrong == [], [golden[i]["text"][:60] for i in wrong[:5]]
+    assert len(golden) == 872 + len(AWKWARD) + len(PAIRS)
+
+
+def test_python_app_matches_host_on_random_unicode(encoder, exported) -> None:
+    pool = list("abc XYZ 019,.()\"'`-–£€<>\t\n\r") + ["<s>", "<sep>", "<mask>", "``", "''", "▁"] + [
+        chr(c) for c in (0xA0, 0x200B, 0x200C, 0x200D, 0xFEFF, 0x301, 0x7FD, 0x1F3FB, 0xE0061, 0x600, 0x110BD, 0xE33,
+                         0x1100, 0x1161, 0xAC00, 0xFF21, 0xFB01, 0x2028, 0x85, 0x3000, 0x1F600, 0x4E2D, 0x627, 0xE9,
+                         0x212B, 0xFDFA, 0x3392, 0x0B, 0x7F, 0xAD, 0x2060, 0xFE0F, 0x1F1EB, 0xFF9E, 0xE35, 0x93F)]
+    rng = random.Random(1234)
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 25))) for _ in range(2000)]
+    host = encoder.encode(texts, seq_len=SEQ_LEN)
+    app = load_app_module().XLNetTokenizer.load(exported["full"])
+    wrong = [t for i, t in enumerate(texts) if app.encode(t, None, SEQ_LEN)[0] != host.input_ids[i].tolist()]
+    assert wrong == []
+
+
+def kotlin_jar() -> Path:
+    """Compile the Kotlin tokenizer + its parity main once per source version (kotlinc takes ~15 s)."""
+    kotlinc = shutil.which("kotlinc")
+    if kotlinc is None:
+        pytest.skip("kotlinc not installed (apt-get install kotlin)")
+    sources = sorted(KOTLIN_MODULE.rglob("*.kt"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    jar = cache_dir("tokenizer", "kotlin") / f"parity-{digest}.jar"
+    if not jar.is_file():
+        partial = jar.with_suffix(".partial.jar")
+        result = subprocess.run([kotlinc, *map(str, sources), "-include-runtime", "-d", str(partial)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        partial.replace(jar)
+    return jar
+
+
+@pytest.mark.parametrize("which", ["full", "trimmed"])
+def test_kotlin_tokenizer_matches_host(which, encoder, trimmed, exported, tmp_path) -> None:
+    jar = kotlin_jar()
+    host = encoder if which == "full" else trimmed
+    golden = tmp_path / "golden.json"
+    atomic_write_text(golden, json.dumps(cases(host), ensure_ascii=False))
+    result = subprocess.run(["java", "-cp", str(jar), "org.xlnetedge.tokenizer.ParityMainKt",
+                             str(exported[which]), str(golden)], capture_output=True, text=True, timeout=120)
+    expected = 872 + len(AWKWARD) + len(PAIRS)
+    assert result.returncode == 0 and f"ok {expected}/{expected}" in result.stdout, result.stdout[-2000:]
+
+
+def test_trimmed_path_differs_from_full_only_by_design(encoder, trimmed) -> None:
+    """On the texts the map was collected from, trimmed ids are the mapped full ids, exactly."""
+    seen = sst2_dev()[:436]
+    np.testing.assert_array_equal(trimmed.encode(seen, seq_len=SEQ_LEN).input_ids,
+                                  trimmed.vocab_map.to_student(encoder.encode(seen, seq_len=SEQ_LEN).input_ids))

@@ -1,0 +1,81 @@
+"""Run a .tflite model inside the emulated ARM device, with whichever LiteRT runtime is on PYTHONPATH.
+
+    python3 tflite_guest.py RUNTIME MODEL.tflite INPUTS.bin OUTPUTS.bin NUM_SAMPLES
+
+RUNTIME is ``ai-edge-litert`` or ``tflite-runtime``. Runs with the guest's own python3 (Debian arm64), so it uses only
+the standard library, numpy and the runtime. Same file format as pte_runner: the input tensors' dtypes and shapes come
+from the model; INPUTS.bin holds N samples, each every input's raw little-endian bytes in the model's input order.
+Output 0 is written as float32 (dequantized if the model's output is integer), and one line is printed per sample.
+
+The marker syscall around each invoke() lets the qemu plugin count the instructions of exactly the inference; keep
+the numbers in step with marker.h.
+"""
+
+import ctypes
+import sys
+
+import numpy as np
+
+MARKER_SYSCALL = 0x5845
+MARKER_MAGIC = 0x7865646765
+MARKER_START, MARKER_STOP = 1, 0
+
+
+def load_interpreter_class(runtime):
+    if runtime == "ai-edge-litert":
+        from ai_edge_litert.interpreter import Interpreter
+    elif runtime == "tflite-runtime":
+        from tflite_runtime.interpreter import Interpreter
+    else:
+        sys.exit(f"tflite_guest: unknown runtime {runtime!r} (ai-edge-litert or tflite-runtime)")
+    return Interpreter
+
+
+def main():
+    runtime, model, inputs_path, outputs_path, num_samples = sys.argv[1:6]
+    libc = ctypes.CDLL(None, use_errno=True)
+    syscall = libc.syscall
+    syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long]
+
+    interpreter = load_interpreter_class(runtime)(model_path=model, num_threads=1)
+    interpreter.allocate_tensors()
+    input_details = interpreter.get_input_details()
+    output = interpreter.get_output_details()[0]
+    sample_bytes = 0
+    for i, detail in enumerate(input_details):
+        nbytes = int(np.prod(detail["shape"])) * np.dtype(detail["dtype"]).itemsize
+        sample_bytes += nbytes
+        print(f"input {i}: {np.dtype(detail['dtype']).name} {list(detail['shape'])} = {nbytes} bytes", flush=True)
+
+    data = open(inputs_path, "rb").read()
+    if sample_bytes == 0 or len(data) != int(num_samples) * sample_bytes:
+        sys.exit(
+            f"tflite_guest: error: input file holds {len(data)} bytes, not {num_samples} samples of {sample_bytes} "
+            "bytes: the inputs do not match the model's dtypes and shapes (see the input lines above)"
+        )
+    scale, zero_point = output["quantization"]
+
+    with open(outputs_path, "wb") as out:
+        for n in range(len(data) // sample_bytes):
+            offset = n * sample_bytes
+            for detail in input_details:
+                dtype = np.dtype(detail["dtype"]).newbyteorder("<")
+                count = int(np.prod(detail["shape"]))
+                array = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(detail["shape"])
+                interpreter.set_tensor(detail["index"], array)
+                offset += count * dtype.itemsize
+
+            syscall(MARKER_SYSCALL, MARKER_MAGIC, MARKER_START)
+            interpreter.invoke()
+            syscall(MARKER_SYSCALL, MARKER_MAGIC, MARKER_STOP)
+
+            logits = interpreter.get_tensor(output["index"])
+            if np.issubdtype(logits.dtype, np.integer) and scale:
+                logits = (logits.astype(np.float32) - zero_point) * scale
+            logits = logits.astype("<f4").reshape(-1)
+            out.write(logits.tobytes())
+            print(f"sample {n}: " + " ".join(f"{v:.9g}" for v in logits), flush=True)
+
+
+if __name__ == "__main__":
+    main()
