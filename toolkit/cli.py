@@ -49,5 +49,104 @@ def profiles_show(name: str = typer.Argument(..., help="Shipped profile name or 
     console.print(yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Shared options
+# ---------------------------------------------------------------------------------------------------------------
+
+TextColumn = typer.Option("sentence", "--text-column", help="Column / JSON key holding the text.")
+PairColumn = typer.Option(None, "--pair-column", help="Column holding the second text of a pair task.")
+LabelColumn = typer.Option("label", "--label-column", help="Column holding the label.")
+SkipBadRows = typer.Option(False, "--skip-bad-rows", help="Skip (and count) malformed rows instead of stopping.")
+
+
+def _load_train_dev(data: Path | None, eval_: Path | None, text: str, pair: str | None, label: str, skip: bool):
+    """The user's train/dev files, or the bundled SST-2 demo data when none are given."""
+    from toolkit.data import DEMO_DEV, DEMO_TRAIN, Columns, DataError, load_labelled
+
+    columns = Columns(text=text, pair=pair, label=label)
+    try:
+        train = load_labelled(data or DEMO_TRAIN, columns, skip_bad_rows=skip)
+        dev = load_labelled(eval_ or DEMO_DEV, columns, label_names=train.label_names, skip_bad_rows=skip)
+    except DataError as err:
+        _fail(str(err))
+    console.print(f"[bold]data[/] {train.summary()}\n[bold]eval[/] {dev.summary()}")
+    return train, dev
+
+
+def _load_profile(name: str):
+    try:
+        return profiles_mod.load_profile(name)
+    except profiles_mod.ProfileError as err:
+        _fail(str(err))
+
+
+teacher_app = typer.Typer(no_args_is_help=True, help="Train or inspect an XLNet teacher.")
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("train")
+def teacher_train(
+    out: Path = typer.Option(..., "--out", help="Folder to save the teacher in (save_pretrained, safetensors)."),
+    data: Path = typer.Option(None, "--data", help="Training file (TSV/CSV/JSONL); default: bundled SST-2 sample."),
+    eval_: Path = typer.Option(None, "--eval", help="Dev file; default: bundled SST-2 dev."),
+    layers: int = typer.Option(6, help="XLNet layers."),
+    d_model: int = typer.Option(256, help="Hidden width."),
+    epochs: int = typer.Option(3, help="Training epochs (the best dev epoch is kept)."),
+    seed: int = typer.Option(0),
+    text_column: str = TextColumn,
+    pair_column: str = PairColumn,
+    label_column: str = LabelColumn,
+    skip_bad_rows: bool = SkipBadRows,
+) -> None:
+    """Fine-tune an XLNet classifier from random initialisation (no pretrained weights can be downloaded here)."""
+    from toolkit.teacher import TeacherRecipe, train_teacher
+
+    train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
+    recipe = TeacherRecipe(n_layer=layers, d_model=d_model, d_inner=4 * d_model, epochs=epochs, seed=seed)
+    card = train_teacher(train, dev, out, recipe)
+    console.print(f"teacher saved to {out}: dev accuracy {card['dev_accuracy']:.4f} in {card['train_seconds']} s")
+
+
+@app.command()
+def distill(
+    target: str = typer.Option(..., "--target", help="Profile name or YAML path."),
+    out: Path = typer.Option(..., "--out", help="Folder for the student (weights, tokenizer, report)."),
+    teacher: Path = typer.Option(None, "--teacher", help="Fine-tuned XLNet folder; default: the demo teacher."),
+    data: Path = typer.Option(None, "--data", help="Training file; default: bundled SST-2 sample."),
+    eval_: Path = typer.Option(None, "--eval", help="Dev file; default: bundled SST-2 dev."),
+    layers: int = typer.Option(None, help="Override the profile-chosen depth."),
+    d_model: int = typer.Option(None, help="Override the profile-chosen width."),
+    epochs: int = typer.Option(4),
+    hidden_weight: float = typer.Option(0.0, help="Weight of last-position hidden-state matching (0 = off)."),
+    max_param_ratio: float = typer.Option(0.25, help="Largest student, as a share of the teacher's parameters."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+    seed: int = typer.Option(0),
+    text_column: str = TextColumn,
+    pair_column: str = PairColumn,
+    label_column: str = LabelColumn,
+    skip_bad_rows: bool = SkipBadRows,
+) -> None:
+    """Distil an XLNet teacher into a shallow student sized for a target profile."""
+    from toolkit.distill import DistillSettings, distill as run_distill
+    from toolkit.teacher import TeacherError, demo_teacher
+
+    profile = _load_profile(target)
+    train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
+    settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, seed=seed)
+    try:
+        result = run_distill(
+            teacher or demo_teacher(log=console.print), train, dev, profile, out, settings,
+            n_layer=layers, d_model=d_model, max_param_ratio=max_param_ratio, resume=resume, log=console.print,
+        )
+    except (TeacherError, ValueError) as err:
+        _fail(str(err))
+    r = result.report
+    console.print(
+        f"teacher {r['teacher_dev_accuracy']:.4f} ({r['teacher_parameters']:,} params) -> student "
+        f"{r['student_dev_accuracy']:.4f} ({r['student_parameters']:,} params, {r['parameter_ratio']:.1%}); "
+        f"retention {r['retention']:.1%}, {r['wall_seconds']} s"
+    )
+
+
 if __name__ == "__main__":
     app()

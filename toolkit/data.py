@@ -172,3 +172,23 @@ def display_names(label_names: list[str]) -> list[str]:
     if sorted(label_names) == sorted(DEMO_LABEL_NAMES):
         return [DEMO_LABEL_NAMES[name] for name in label_names]
     return label_names
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, seed: int, bucket_batches: int = 50) -> list[list[int]]:
+    """Shuffled batches of indices whose members have similar lengths.
+
+    Batches are padded to their longest member, so grouping similar lengths cuts the padded tokens (and the CPU
+    time) about 3x on SST-2. Deterministic for a seed: a resumed run sees the same batches.
+    """
+    import random
+
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), chunk):
+        group = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
+    rng.shuffle(batches)
+    return batches

@@ -15,6 +15,10 @@ with -1e30 (which ruins int8 calibration ranges). This model computes the same f
 Loaded with an HF ``XLNetForSequenceClassification`` state dict, it gives the same logits (see tests/test_student.py).
 Variants a profile can ask for: ReLU instead of GELU, and ``l2norm`` (LayerNorm rewritten as centring + L2
 normalisation, ops the NNAPI delegate accepts).
+
+Export hooks (same math, other ops; set on a copy by toolkit/export_tflite.py for NNAPI artifacts only):
+``RelativeAttention.per_head_linear`` (one FULLY_CONNECTED per head instead of BATCH_MATMUL), ``CentredL2Norm.
+l2_normalize`` (one L2_NORMALIZATION op) and ``XLNetStudent.gather_rows`` (one GATHER for the embedding).
 """
 
 from __future__ import annotations
@@ -80,10 +84,17 @@ class CentredL2Norm(nn.Module):
         self.eps = eps
         self.scale = math.sqrt(d_model)
         self.register_buffer("centre", torch.eye(d_model) - 1.0 / d_model, persistent=False)
+        # Export hook: the TFLite exporter puts a function here that lowers to one L2_NORMALIZATION op
+        # (``F.normalize`` itself lowers to ABS/SUM/SQRT/DIV, which NNAPI rejects in int8). None = F.normalize.
+        self.l2_normalize = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = F.linear(x, self.centre)
-        return F.normalize(centred, dim=-1, eps=self.eps) * (self.weight * self.scale) + self.bias
+        if self.l2_normalize is None:
+            normalised = F.normalize(centred, dim=-1, eps=self.eps)
+        else:
+            normalised = self.l2_normalize(centred)
+        return normalised * (self.weight * self.scale) + self.bias
 
 
 def make_norm(config: StudentConfig) -> nn.Module:
@@ -130,6 +141,9 @@ class RelativeAttention(nn.Module):
         self.layer_norm = make_norm(config)
         self.dropout = nn.Dropout(config.dropout)
         self.scale = 1.0 / math.sqrt(config.d_head)
+        # Export switch: the same math as one FULLY_CONNECTED per head and term instead of BATCH_MATMUL, which the
+        # NNAPI delegate does not take. Batch 1 only (what the exporters trace); training keeps the batched form.
+        self.per_head_linear = False
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, n*dh] -> [B, n, L, dh]"""
@@ -146,6 +160,8 @@ class RelativeAttention(nn.Module):
     def forward(
         self, h: torch.Tensor, pos_table: torch.Tensor, segment_diff: torch.Tensor, mask_bias: torch.Tensor
     ) -> torch.Tensor:
+        if self.per_head_linear:
+            return self._forward_per_head_linear(h, pos_table, segment_diff, mask_bias)
         length = h.shape[1]
         q = self._heads(self.q(h))
         k = self._heads(self.k(h))
@@ -163,6 +179,38 @@ class RelativeAttention(nn.Module):
         probs = self.dropout(torch.softmax(scores, dim=-1))
         context = torch.matmul(probs, v).transpose(1, 2).reshape(h.shape[0], length, -1)
         return self.layer_norm(self.dropout(self.o(context)) + h)
+
+    def _forward_per_head_linear(
+        self, h: torch.Tensor, pos_table: torch.Tensor, segment_diff: torch.Tensor, mask_bias: torch.Tensor
+    ) -> torch.Tensor:
+        """``forward`` for one sample, every product an ``F.linear`` (FULLY_CONNECTED), none a batched matmul.
+
+        Scores of head i are ``linear(q_i, k_i)``; the context is ``linear(probs_i, v_i^T)``, with ``v^T`` computed
+        directly as ``linear(W_v, x)`` so no transpose folds back into a BATCH_MATMUL. Rank stays <= 2.
+        """
+        if h.shape[0] != 1:
+            raise ValueError(f"per_head_linear attention runs one sample at a time, got a batch of {h.shape[0]}")
+        x = h[0]  # [L, d]
+        length = x.shape[0]
+        q, k = self.q(x), self.k(x)  # [L, n*dh]
+        v_t = F.linear(self.v.weight, x)  # [n*dh, L]
+        k_pos = self.r(pos_table)  # [2L, n*dh], constant at export
+        seg_diff = segment_diff.reshape(-1, length, length)[0]  # [L, L]
+        bias = mask_bias.reshape(-1, length)[0:1]  # [1, L]
+        contexts = []
+        for i in range(self.n_head):
+            cols = slice(i * self.d_head, (i + 1) * self.d_head)
+            q_i = q[:, cols]
+            content = F.linear(q_i + self.r_w_bias[i], k[:, cols])  # [L, L]
+            by_distance = F.linear(q_i + self.r_r_bias[i], k_pos[:, cols])  # [L, 2L]
+            rows = by_distance.shape[1]
+            position = by_distance.reshape(rows, length)[1:].reshape(length, rows - 1)[:, :length]
+            seg_scores = F.linear(q_i + self.r_s_bias[i], self.seg_embed[:, i, :])  # [L, 2]
+            same, other = seg_scores[:, 0:1], seg_scores[:, 1:2]
+            scores = (content + position + same + seg_diff * (other - same)) * self.scale + bias
+            contexts.append(F.linear(torch.softmax(scores, dim=-1), v_t[cols]))  # [L, dh]
+        context = torch.cat(contexts, dim=-1)[None]
+        return self.layer_norm(self.o(context) + h)
 
 
 class FeedForward(nn.Module):
@@ -202,6 +250,9 @@ class XLNetStudent(nn.Module):
         self.logits_proj = nn.Linear(config.d_model, config.num_labels)
         self.register_buffer("pos_table", relative_position_table(config.seq_len, config.d_model), persistent=False)
         self.register_buffer("segment_pattern", single_segment_pattern(config.seq_len), persistent=False)
+        # Export hook: ``fn(table, ids) -> rows``. The TFLite exporter uses a single GATHER for NNAPI (the default
+        # embedding lowers to an int32 RESHAPE + float EMBEDDING_LOOKUP). None = nn.Embedding.
+        self.gather_rows = None
 
     def mask_bias_from_attention_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, L] 1/0 mask -> [B, L] additive bias: 0 for tokens, -mask_value for padding keys."""
@@ -228,7 +279,10 @@ class XLNetStudent(nn.Module):
         else:
             segment_diff = (token_type_ids[:, :, None] != token_type_ids[:, None, :]).to(torch.float32)[:, None]
 
-        h = self.dropout(self.word_embedding(input_ids))
+        if self.gather_rows is None:
+            h = self.dropout(self.word_embedding(input_ids))
+        else:
+            h = self.gather_rows(self.word_embedding.weight, input_ids)
         hidden = [h]
         for layer in self.layers:
             h = layer(h, pos_table, segment_diff, bias)
@@ -236,6 +290,19 @@ class XLNetStudent(nn.Module):
         pooled = torch.tanh(self.summary(self.dropout(h[:, -1])))
         logits = self.logits_proj(self.dropout(pooled))
         return (logits, hidden) if output_hidden_states else logits
+
+    @torch.no_grad()
+    def init_like_xlnet(self, std: float = 0.02) -> "XLNetStudent":
+        """transformers' XLNet initialisation: normal(0, 0.02) weights and attention biases, zero biases, unit norms."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, RelativeAttention):
+                for param in (module.r_w_bias, module.r_r_bias, module.r_s_bias, module.seg_embed):
+                    nn.init.normal_(param, std=std)
+        return self
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -313,6 +380,39 @@ def student_from_xlnet(hf_model, seq_len: int, layer_ids: list[int] | None = Non
         state.update(hf_layer_state(hf_state, hf_index, student_index))
     student.load_state_dict(state, strict=True)
     return student
+
+
+def xlnet_state_from_student(student: XLNetStudent) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`student_from_xlnet`: HF ``XLNetForSequenceClassification`` tensors of a full-depth model.
+
+    Used to train the demo teacher with this (much faster on CPU) implementation of the same math and save it as a
+    genuine transformers XLNet checkpoint.
+    """
+    config = student.config
+    if config.normalisation != "layernorm":
+        raise ValueError("only a LayerNorm student maps back onto transformers' XLNet")
+    state = student.state_dict()
+    shape = (config.d_model, config.n_head, config.d_head)
+    out = {
+        "transformer.word_embedding.weight": state["word_embedding.weight"],
+        "sequence_summary.summary.weight": state["summary.weight"],
+        "sequence_summary.summary.bias": state["summary.bias"],
+        "logits_proj.weight": state["logits_proj.weight"],
+        "logits_proj.bias": state["logits_proj.bias"],
+    }
+    for i in range(config.n_layer):
+        src, dst = f"layers.{i}.", f"transformer.layer.{i}."
+        for name in ("q", "k", "v", "r"):
+            out[f"{dst}rel_attn.{name}"] = state[f"{src}attn.{name}.weight"].t().reshape(shape).contiguous()
+        out[f"{dst}rel_attn.o"] = state[f"{src}attn.o.weight"].reshape(shape).contiguous()
+        for name in ("r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"):
+            out[f"{dst}rel_attn.{name}"] = state[f"{src}attn.{name}"]
+        for part in ("weight", "bias"):
+            out[f"{dst}rel_attn.layer_norm.{part}"] = state[f"{src}attn.layer_norm.{part}"]
+            out[f"{dst}ff.layer_norm.{part}"] = state[f"{src}ff.layer_norm.{part}"]
+            out[f"{dst}ff.layer_1.{part}"] = state[f"{src}ff.layer_1.{part}"]
+            out[f"{dst}ff.layer_2.{part}"] = state[f"{src}ff.layer_2.{part}"]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny real XLNet teachers saved through transformers' save_pretrained, and small real data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from toolkit.data import DEMO_DEV, DEMO_TRAIN, load_labelled
+from toolkit.profiles import load_profile
+
+
+def save_tiny_teacher(folder, n_layer: int = 4, d_model: int = 32, seed: int = 0, num_labels: int = 2):
+    """A random tiny XLNetForSequenceClassification with the real XLNet tokenizer, saved as a user would."""
+    from transformers import XLNetConfig, XLNetForSequenceClassification
+
+    from toolkit.tokenizer import XLNetTextEncoder, build_xlnet_tokenizer
+
+    torch.manual_seed(seed)
+    names = ["negative", "positive"] if num_labels == 2 else [f"class{i}" for i in range(num_labels)]
+    config = XLNetConfig(
+        vocab_size=32000, d_model=d_model, n_layer=n_layer, n_head=4, d_inner=2 * d_model, num_labels=num_labels,
+        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        mem_len=None, use_mems_eval=False, architectures=["XLNetForSequenceClassification"],
+    )
+    XLNetForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    XLNetTextEncoder(build_xlnet_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory):
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    train = load_labelled(DEMO_TRAIN).subset(list(range(192)))
+    dev = load_labelled(DEMO_DEV, label_names=train.label_names).subset(list(range(64)))
+    return train, dev
+
+
+@pytest.fixture(scope="session")
+def short_profile():
+    """The arm64-cpu profile at sequence length 32, so tiny students export in seconds."""
+    return load_profile("arm64-cpu").model_copy(update={"sequence_length": 32})

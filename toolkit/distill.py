@@ -1,0 +1,487 @@
+"""Distillation: turn a fine-tuned XLNet teacher into a shallow, export-friendly student sized by a target profile.
+
+The stage, in order:
+1. size the student from the profile's budgets (:func:`choose_shape`, a parameter/FLOP cost model);
+2. trim the vocabulary to the tokens the task data uses (the embedding is most of a small model);
+3. initialise the student from the teacher (:func:`init_from_teacher`): embeddings of the kept tokens, an even
+   spread of teacher layers (first and last included), pooling and head; a narrower student gets its embeddings
+   projected on the teacher embedding's top principal directions and fresh layers (documented in the README);
+4. knowledge distillation (:func:`distill`): temperature-softened KL to the cached teacher logits plus hard-label
+   cross-entropy, optional hidden-state matching through a projection; fixed seeds, progress bar, per-epoch
+   checkpoints with ``resume``, early stopping on dev accuracy. The loop is written for Hugging Face Accelerate, so
+   ``accelerate launch -m toolkit distill ...`` runs it unchanged on several GPUs (DDP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from toolkit.data import LabelledData, bucketed_batches
+from toolkit.files import atomic_path, atomic_write_json, sha256_file
+from toolkit.profiles import Profile
+from toolkit.student import StudentConfig, XLNetStudent, hf_layer_state, save_student
+from toolkit.teacher import accuracy, load_teacher, predict_logits
+from toolkit.tokenizer import VocabMap, XLNetTextEncoder, collect_used_ids
+
+CHECKPOINT = "checkpoint.pt"
+REPORT = "distill_report.json"
+# Cost-model assumption until the emulator calibrates it: sustained fp32/int8 mixed throughput of an ARM core,
+# in GFLOP/s per GHz of clock (NEON, XNNPACK GEMM at roughly 25% of peak).
+GFLOPS_PER_GHZ = 4.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Sizing the student from the profile
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostPrediction:
+    parameters: int
+    embedding_parameters: int
+    bytes_fp32: int
+    bytes_int8: int  # linear weights int8, embedding as the profile's recipes keep it
+    flops: int  # per inference at the profile's sequence length
+    latency_ms_estimate: float
+
+
+def layer_parameters(d_model: int, d_inner: int) -> int:
+    """One XLNet layer: q/k/v/o/r projections, 3 attention biases + 2 segment embeddings, FFN, two norms."""
+    return 5 * d_model * d_model + 5 * d_model + 2 * d_model * d_inner + d_inner + d_model + 4 * d_model
+
+
+def predict_cost(config: StudentConfig, profile: Profile) -> CostPrediction:
+    """Parameters, bytes and FLOPs of a student shape, and a latency estimate for the profile's device."""
+    d, length = config.d_model, config.seq_len
+    embedding = config.vocab_size * d
+    body = config.n_layer * layer_parameters(d, config.d_inner) + d * d + d + d * config.num_labels + config.num_labels
+    quantizes_embedding = any(a.recipe == "int8-static-embedding" for a in profile.artifacts)
+    bytes_int8 = embedding * (1 if quantizes_embedding else 4) + body
+    # Matmul FLOPs: projections over L tokens, relative-position projection over 2L, attention scores/context.
+    per_layer = 2 * length * (4 * d * d + 2 * d * config.d_inner) + 2 * (2 * length) * d * d + 2 * 4 * length * length * d
+    flops = config.n_layer * per_layer + 2 * d * d
+    latency = flops / (profile.device.clock_ghz * GFLOPS_PER_GHZ * 1e9) * 1e3
+    return CostPrediction(embedding + body, embedding, 4 * (embedding + body), bytes_int8, flops, latency)
+
+
+def choose_shape(
+    profile: Profile,
+    teacher_config,
+    vocab_size: int,
+    max_parameters: int | None = None,
+    n_layer: int | None = None,
+    d_model: int | None = None,
+) -> tuple[StudentConfig, CostPrediction]:
+    """The deepest, then widest, student within the profile's constraints and budgets (flags override).
+
+    Width prefers the teacher's (so its layers copy over exactly); depth stays at most half the teacher's.
+    """
+    constraints = profile.student
+    teacher_d = teacher_config.d_model
+    step = 4 * constraints.n_head  # head widths in multiples of 4
+    widest = min(teacher_d, constraints.max_d_model) // step * step
+    narrowest = min(constraints.min_d_model, widest)
+    widths = [d_model] if d_model else list(range(widest, narrowest - 1, -step))
+    max_depth = max(1, min(constraints.max_layers, teacher_config.n_layer // 2))
+    depths = [n_layer] if n_layer else list(range(max_depth, 0, -1))
+    candidates = []
+    for width in widths:
+        for depth in depths:
+            config = StudentConfig(
+                vocab_size=vocab_size,
+                d_model=width,
+                n_layer=depth,
+                n_head=constraints.n_head,
+                d_inner=constraints.ffn_ratio * width,
+                num_labels=teacher_config.num_labels,
+                seq_len=profile.sequence_length,
+                activation=constraints.activations[0],
+                normalisation=constraints.normalisations[0],
+                mask_input=constraints.mask_input,
+                labels=[teacher_config.id2label[i] for i in range(teacher_config.num_labels)],
+            )
+            cost = predict_cost(config, profile)
+            fits = (
+                cost.bytes_int8 <= profile.budgets.artifact_mb * 1e6
+                and cost.latency_ms_estimate <= profile.budgets.latency_ms
+                and (max_parameters is None or cost.parameters <= max_parameters)
+            )
+            candidates.append((fits, config, cost))
+            if fits or (n_layer and d_model):
+                return config, cost
+    raise ValueError(
+        f"no student shape fits profile '{profile.name}' (artifact ≤ {profile.budgets.artifact_mb} MB, latency ≤ "
+        f"{profile.budgets.latency_ms} ms, parameters ≤ {max_parameters}); smallest tried: "
+        f"{candidates[-1][1].n_layer} layers × d{candidates[-1][1].d_model} = {candidates[-1][2].parameters} params"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2-3. Vocabulary trimming and initialisation from the teacher
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def trim_vocabulary(encoder: XLNetTextEncoder, data: LabelledData, min_count: int = 1) -> VocabMap:
+    """Keep the token ids the task's texts use at least ``min_count`` times (plus the specials).
+
+    The student's embedding has only these rows; ids not kept map to ``<unk>``. ``min_count=1`` keeps every used
+    token; 2 drops the one-off tokens, which on SST-2 halves the embedding for a small loss in coverage.
+    """
+    texts = list(data.texts) + (list(data.pairs) if data.pairs else [])
+    if min_count <= 1:
+        return VocabMap(collect_used_ids(encoder, texts))
+    counts = Counter(i for ids in encoder.text_ids(texts) for i in ids)
+    return VocabMap.from_used_ids([i for i, n in counts.items() if n >= min_count])
+
+
+def vocabulary_coverage(encoder: XLNetTextEncoder, vocab_map: VocabMap, data: LabelledData) -> float:
+    """Share of the data's tokens the trimmed vocabulary keeps (the rest become <unk>)."""
+    texts = list(data.texts) + (list(data.pairs) if data.pairs else [])
+    ids = [i for row in encoder.text_ids(texts) for i in row]
+    return float((vocab_map.to_student(np.asarray(ids)) != 0).mean()) if ids else 1.0
+
+
+def spread_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """Evenly spread teacher layer indices, first and last included (one layer: the first)."""
+    if student_layers == 1:
+        return [0]
+    return [round(i * (teacher_layers - 1) / (student_layers - 1)) for i in range(student_layers)]
+
+
+def init_from_teacher(teacher, config: StudentConfig, vocab_map: VocabMap) -> tuple[XLNetStudent, dict]:
+    """A student initialised from the teacher; returns it and a record of what was copied from where."""
+    student = XLNetStudent(config).init_like_xlnet(teacher.config.initializer_range)
+    hf_state = teacher.state_dict()
+    kept = torch.tensor(vocab_map.kept_ids)
+    embedding = hf_state["transformer.word_embedding.weight"][kept]
+    record: dict = {"vocab_rows": len(kept)}
+    if config.d_model == teacher.config.d_model:
+        layer_ids = spread_layers(teacher.config.n_layer, config.n_layer)
+        state = {"word_embedding.weight": embedding}
+        for student_index, teacher_index in enumerate(layer_ids):
+            state.update(hf_layer_state(hf_state, teacher_index, student_index))
+        for name in ("summary.weight", "summary.bias", "logits_proj.weight", "logits_proj.bias"):
+            source = "sequence_summary." + name if name.startswith("summary") else name
+            state[name] = hf_state[source]
+        missing, unexpected = student.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.endswith(("centre",)) for k in missing), (missing, unexpected)
+        record.update(scheme="copy", teacher_layers=layer_ids)
+    else:
+        # Narrower: P = the top principal directions of the teacher's embedding rows ([d_teacher, d_student]).
+        # Embeddings and the pooling/head are the teacher's seen through P; layers start fresh (XLNet init).
+        centred = embedding - embedding.mean(0, keepdim=True)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        projection = v[: config.d_model].t()
+        with torch.no_grad():
+            student.word_embedding.weight.copy_(embedding @ projection)
+            student.summary.weight.copy_(projection.t() @ hf_state["sequence_summary.summary.weight"] @ projection)
+            student.summary.bias.copy_(projection.t() @ hf_state["sequence_summary.summary.bias"])
+            student.logits_proj.weight.copy_(hf_state["logits_proj.weight"] @ projection)
+            student.logits_proj.bias.copy_(hf_state["logits_proj.bias"])
+        record.update(scheme="pca-projection", teacher_layers=[])
+    return student, record
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Knowledge distillation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    epochs: int = 4
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    temperature: float = 2.0
+    kd_weight: float = 0.7  # alpha: share of the loss from the teacher's soft labels (rest: hard labels)
+    hidden_weight: float = 0.0  # > 0 adds last-position hidden-state matching through a projection
+    patience: int = 2  # early stopping: epochs without dev improvement
+    seed: int = 0
+    vocab_min_count: int = 1  # trimming: keep tokens seen at least this often in the training texts
+
+
+def kd_loss(student_logits, teacher_logits, labels, temperature: float, kd_weight: float) -> torch.Tensor:
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels) (Hinton et al. 2015)."""
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=-1),
+        F.log_softmax(teacher_logits / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (temperature**2)
+    hard = F.cross_entropy(student_logits, labels)
+    return kd_weight * soft + (1.0 - kd_weight) * hard
+
+
+class HiddenMatcher(torch.nn.Module):
+    """Projects each student layer's last-position state onto its teacher layer's (identity when widths match)."""
+
+    def __init__(self, d_student: int, d_teacher: int, layers: int) -> None:
+        super().__init__()
+        self.projections = torch.nn.ModuleList(torch.nn.Linear(d_student, d_teacher) for _ in range(layers))
+        if d_student == d_teacher:
+            for p in self.projections:
+                torch.nn.init.eye_(p.weight)
+                torch.nn.init.zeros_(p.bias)
+
+    def forward(self, student_hidden: list[torch.Tensor], teacher_hidden: list[torch.Tensor]) -> torch.Tensor:
+        losses = [F.mse_loss(p(s[:, -1]), t[:, -1]) for p, s, t in zip(self.projections, student_hidden, teacher_hidden)]
+        return torch.stack(losses).mean()
+
+
+def cached_teacher_logits(teacher, encoder, data: LabelledData, cache: Path, fingerprint: str) -> np.ndarray:
+    """Teacher logits on the training set, computed once per (teacher, data) and stored beside the student."""
+    if cache.is_file():
+        stored = np.load(cache)
+        if str(stored["fingerprint"]) == fingerprint:
+            return stored["logits"]
+    logits = predict_logits(teacher, encoder, data.texts, data.pairs, desc="teacher logits (cached once)")
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, logits=logits, fingerprint=np.array(fingerprint))
+    return logits
+
+
+@torch.no_grad()
+def student_logits(student: XLNetStudent, encoder: XLNetTextEncoder, data: LabelledData, batch_size: int = 128):
+    """Student logits [N, C], batches padded to their longest member."""
+    student.eval()
+    out = np.zeros((len(data), student.config.num_labels), dtype=np.float32)
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        batch = encoder.encode_padded_to_longest(
+            [data.texts[i] for i in idx],
+            None if data.pairs is None else [data.pairs[i] for i in idx],
+            max_len=student.config.seq_len,
+        )
+        types = torch.from_numpy(batch.token_type_ids) if student.config.uses_pairs else None
+        out[idx] = student(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask), types).numpy()
+    return out
+
+
+@dataclass
+class DistillResult:
+    out_dir: Path
+    report: dict = field(default_factory=dict)
+
+
+def _fingerprint(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _data_fingerprint(data: LabelledData) -> str:
+    joined = "\n".join(data.texts) + "\n" + "\n".join(data.pairs or []) + "\n" + ",".join(map(str, data.labels))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def _teacher_fingerprint(folder: Path) -> str:
+    return _fingerprint(*(sha256_file(p) for p in sorted(folder.glob("*.safetensors"))))
+
+
+def distill(
+    teacher_dir: Path | str,
+    train: LabelledData,
+    dev: LabelledData,
+    profile: Profile,
+    out_dir: Path | str,
+    settings: DistillSettings = DistillSettings(),
+    n_layer: int | None = None,
+    d_model: int | None = None,
+    max_param_ratio: float | None = 0.25,
+    resume: bool = False,
+    stop_after_epochs: int | None = None,
+    log=print,
+) -> DistillResult:
+    """Distil ``teacher_dir`` into a student for ``profile``; writes the student folder ``out_dir``."""
+    from accelerate import Accelerator
+
+    started = time.time()
+    teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(settings.seed)
+    np.random.seed(settings.seed)
+
+    teacher, encoder = load_teacher(teacher_dir)
+    if teacher.config.num_labels != len(train.label_names):
+        raise ValueError(
+            f"the teacher has {teacher.config.num_labels} labels but the data has {len(train.label_names)} "
+            f"({train.label_names})"
+        )
+    teacher_params = sum(p.numel() for p in teacher.parameters())
+    vocab_map = trim_vocabulary(encoder, train, settings.vocab_min_count)
+    student_encoder = encoder.with_vocab_map(vocab_map)
+    max_parameters = int(teacher_params * max_param_ratio) if max_param_ratio else None
+    config, cost = choose_shape(profile, teacher.config, len(vocab_map.kept_ids), max_parameters, n_layer, d_model)
+    config = replace(config, uses_pairs=train.pairs is not None, dropout=teacher.config.dropout)
+    log(
+        f"student: {config.n_layer} layers × d_model {config.d_model} ({config.activation}, {config.normalisation}), "
+        f"vocab {config.vocab_size} of {teacher.config.vocab_size} -> {cost.parameters:,} params "
+        f"({cost.parameters / teacher_params:.1%} of the teacher), predicted {cost.bytes_fp32 / 1e6:.1f} MB fp32 / "
+        f"{cost.bytes_int8 / 1e6:.1f} MB int8, ~{cost.latency_ms_estimate:.1f} ms on {profile.device.cpu_model} (estimate)"
+    )
+
+    fingerprint = _fingerprint(_teacher_fingerprint(teacher_dir), _data_fingerprint(train))
+    soft_targets = torch.from_numpy(
+        cached_teacher_logits(teacher, encoder, train, out_dir / "teacher_logits.npz", fingerprint)
+    )
+    student, init_record = init_from_teacher(teacher, config, vocab_map)
+    matcher = HiddenMatcher(config.d_model, teacher.config.d_model, config.n_layer) if settings.hidden_weight else None
+    params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    lengths = [len(ids) for ids in encoder.text_ids(train.texts)]
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size / accelerator.num_processes)
+    total = steps_per_epoch * settings.epochs
+    warmup = max(1, int(total * settings.warmup_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+    )
+    teacher_layers = spread_layers(teacher.config.n_layer, config.n_layer)
+
+    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "stale": 0, "history": []}
+    checkpoint_path = out_dir / CHECKPOINT
+    if resume and checkpoint_path.is_file():
+        saved = torch.load(checkpoint_path, weights_only=True)
+        if saved["fingerprint"] != fingerprint or saved["config"] != asdict(config):
+            raise ValueError(f"{checkpoint_path} belongs to another teacher, data or student shape; remove it")
+        student.load_state_dict(saved["student"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if matcher is not None:
+            matcher.load_state_dict(saved["matcher"])
+        torch.set_rng_state(saved["rng"])
+        state = json.loads(saved["state"])
+        log(f"resuming after epoch {state['epoch']} (best dev accuracy {state['best_accuracy']:.4f})")
+    elif resume:
+        log(f"no checkpoint in {out_dir}: starting from the beginning")
+
+    student, optimizer = accelerator.prepare(student, optimizer)
+    labels = torch.tensor(train.labels)
+    progress = tqdm(total=total, initial=state["epoch"] * steps_per_epoch, desc="distill", unit="step")
+    for epoch in range(state["epoch"], settings.epochs):
+        if state["stale"] >= settings.patience:
+            log(f"early stop: no dev improvement for {settings.patience} epochs")
+            break
+        student.train()
+        batches = bucketed_batches(lengths, settings.batch_size, seed=settings.seed + epoch)
+        for idx in batches[accelerator.process_index :: accelerator.num_processes]:
+            batch = student_encoder.encode_padded_to_longest(
+                [train.texts[i] for i in idx],
+                None if train.pairs is None else [train.pairs[i] for i in idx],
+                max_len=config.seq_len,
+            )
+            ids = torch.from_numpy(batch.input_ids).to(accelerator.device)
+            mask = torch.from_numpy(batch.attention_mask).to(accelerator.device)
+            types = torch.from_numpy(batch.token_type_ids).to(accelerator.device) if config.uses_pairs else None
+            logits, hidden = student(ids, mask, types, output_hidden_states=True)
+            loss = kd_loss(
+                logits, soft_targets[idx].to(logits.device), labels[idx].to(logits.device),
+                settings.temperature, settings.kd_weight,
+            )
+            if matcher is not None:
+                teacher_hidden = _teacher_hidden(teacher, encoder, train, idx, teacher_layers, config.seq_len)
+                loss = loss + settings.hidden_weight * matcher(hidden[1:], teacher_hidden)
+            optimizer.zero_grad()
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            progress.update(1)
+            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_dev=f"{state['best_accuracy']:.3f}")
+
+        plain = accelerator.unwrap_model(student)
+        dev_accuracy = accuracy(student_logits(plain, student_encoder, dev), dev.labels)
+        state["history"].append({"epoch": epoch + 1, "dev_accuracy": dev_accuracy})
+        state["epoch"] = epoch + 1
+        if dev_accuracy > state["best_accuracy"]:
+            state.update(best_accuracy=dev_accuracy, best_epoch=epoch + 1, stale=0)
+            if accelerator.is_main_process:
+                save_student(plain, out_dir)
+                student_encoder.save_pretrained(out_dir)
+        else:
+            state["stale"] += 1
+        progress.set_postfix(epoch=epoch + 1, dev=f"{dev_accuracy:.3f}", best_dev=f"{state['best_accuracy']:.3f}")
+        if accelerator.is_main_process:
+            _save_checkpoint(checkpoint_path, plain, optimizer, scheduler, matcher, state, fingerprint, config)
+        if stop_after_epochs is not None and state["epoch"] >= stop_after_epochs:
+            break
+    progress.close()
+
+    teacher_dev = predict_logits(teacher, encoder, dev.texts, dev.pairs, desc="teacher dev")
+    report = {
+        "profile": profile.name,
+        "teacher": str(teacher_dir),
+        "teacher_parameters": teacher_params,
+        "teacher_bytes_fp32": teacher_params * 4,
+        "teacher_dev_accuracy": accuracy(teacher_dev, dev.labels),
+        "student_dev_accuracy": state["best_accuracy"],
+        "student_best_epoch": state["best_epoch"],
+        "student_parameters": cost.parameters,
+        "student_bytes_fp32": cost.bytes_fp32,
+        "parameter_ratio": cost.parameters / teacher_params,
+        "retention": state["best_accuracy"] / max(1e-9, accuracy(teacher_dev, dev.labels)),
+        "shape": asdict(config),
+        "predicted": asdict(cost),
+        "vocab": {
+            "teacher": teacher.config.vocab_size,
+            "student": len(vocab_map.kept_ids),
+            "min_count": settings.vocab_min_count,
+            "train_token_coverage": vocabulary_coverage(encoder, vocab_map, train),
+            "dev_token_coverage": vocabulary_coverage(encoder, vocab_map, dev),
+        },
+        "init": init_record,
+        "settings": asdict(settings),
+        "history": state["history"],
+        "epochs_run": state["epoch"],
+        "wall_seconds": round(time.time() - started, 1),
+        "finished": state["epoch"] >= settings.epochs or state["stale"] >= settings.patience,
+    }
+    if accelerator.is_main_process:
+        atomic_write_json(out_dir / REPORT, report)
+    return DistillResult(out_dir, report)
+
+
+def _teacher_hidden(teacher, encoder, data, idx, layers, max_len):
+    """Teacher hidden states (batch-first) of the layers the student layers mirror, for hidden-state matching."""
+    batch = encoder.encode_padded_to_longest(
+        [data.texts[i] for i in idx], None if data.pairs is None else [data.pairs[i] for i in idx], max_len=max_len
+    )
+    with torch.no_grad():
+        out = teacher.transformer(
+            input_ids=torch.from_numpy(batch.input_ids).long(),
+            attention_mask=torch.from_numpy(batch.attention_mask).float(),
+            token_type_ids=torch.from_numpy(batch.token_type_ids).long(),
+            use_mems=False,
+            output_hidden_states=True,
+            return_dict=True,
+        )
+    return [out.hidden_states[i + 1] for i in layers]
+
+
+def _save_checkpoint(path, student, optimizer, scheduler, matcher, state, fingerprint, config) -> None:
+    """Everything a resumed run needs to continue exactly where an uninterrupted run would be."""
+    payload = {
+        "student": student.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "state": json.dumps(state),
+        "fingerprint": fingerprint,
+        "config": asdict(config),
+    }
+    if matcher is not None:
+        payload["matcher"] = matcher.state_dict()
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
