@@ -103,7 +103,8 @@ def choose_shape(
                 d_model=width,
                 n_layer=depth,
                 n_head=constraints.n_head,
-                d_inner=constraints.ffn_ratio * width,
+                # The teacher's FFN width when its layers copy over, else the profile's ratio.
+                d_inner=teacher_config.d_inner if width == teacher_d else constraints.ffn_ratio * width,
                 num_labels=teacher_config.num_labels,
                 seq_len=profile.sequence_length,
                 activation=constraints.activations[0],

@@ -1,0 +1,167 @@
+"""TFLite export: every recipe converts, runs and stays close to the eager student; unsafe models never ship."""
+
+import flatbuffers
+import numpy as np
+import pytest
+import torch
+
+from toolkit.checks import ToleranceError
+from toolkit.export_tflite import (
+    TfliteExportError,
+    check_graph,
+    convert_fp32,
+    eager_logits,
+    export_tflite,
+    list_operators,
+    read_model,
+    run_tflite,
+)
+from toolkit.profiles import Artifact, Tolerances
+from toolkit.student import StudentConfig, XLNetStudent, model_inputs
+from toolkit.tflite_runtime_env import TfliteRuntimeError, require_loadable_by_tflite_runtime
+
+LOOSE = Tolerances(
+    max_accuracy_drop_points=100, min_argmax_agreement=0.0, fp32_max_abs_logit_diff=1e-4,
+    emulator_fp32_max_abs_diff=1e-4, emulator_int8_max_steps=3,
+)
+
+
+def tiny_student(**kw) -> XLNetStudent:
+    torch.manual_seed(0)
+    config = StudentConfig(vocab_size=120, d_model=32, n_layer=1, n_head=4, d_inner=64, num_labels=3, seq_len=16, **kw)
+    student = XLNetStudent(config).eval()
+    for p in student.parameters():  # larger-than-init weights: logits that differ between samples
+        torch.nn.init.normal_(p, std=0.2)
+    return student
+
+
+def encoded(config: StudentConfig, n: int, seed: int) -> list[np.ndarray]:
+    """Left-padded samples ending in <sep> <cls>, as model_inputs arrays."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(9, config.vocab_size, (n, config.seq_len)).astype(np.int32)
+    mask = np.ones_like(ids)
+    for row in range(n):
+        pad = rng.integers(0, config.seq_len - 4)
+        ids[row, :pad], mask[row, :pad] = 5, 0
+    ids[:, -2:] = [4, 3]
+    return model_inputs(config, ids, mask)
+
+
+@pytest.fixture(scope="module")
+def student():
+    return tiny_student()
+
+
+@pytest.fixture(scope="module")
+def data(student):
+    return {"calibration": encoded(student.config, 32, 1), "check": encoded(student.config, 16, 2)}
+
+
+def artifact(recipe: str, runtime: str = "ai-edge-litert", delegate: str = "xnnpack") -> Artifact:
+    return Artifact(format="tflite", recipe=recipe, runtime=runtime, delegate=delegate)
+
+
+@pytest.mark.parametrize("recipe", ["fp32", "fp16-weights", "weight-only-int8", "dynamic-int8", "full-int8"])
+def test_recipe_converts_runs_and_matches_eager(recipe, student, data, tmp_path):
+    result = export_tflite(student, artifact(recipe), tmp_path / f"{recipe}.tflite", data["calibration"])
+    assert result.path.is_file() and result.bytes == result.path.stat().st_size
+    ops = list_operators(result.path)
+    dtypes = {t for op in ops for t in (*op.input_types, *op.output_types)}
+    assert "INT64" not in dtypes and not any(op.name.startswith(("STABLEHLO_", "CUSTOM")) for op in ops)
+    reference = eager_logits(student, data["check"])
+    logits = run_tflite(result.path, data["check"])
+    if recipe == "fp32":
+        assert np.abs(logits - reference).max() <= 1e-4
+    elif recipe == "full-int8":
+        assert "QUANTIZE" in {op.name for op in ops}
+        assert any(t == "INT8" for op in ops if op.name == "FULLY_CONNECTED" for t in op.input_types)
+    if recipe != "fp32":
+        assert (logits.argmax(1) == reference.argmax(1)).mean() >= 0.9
+        assert np.abs(logits - reference).max() <= 0.2
+
+
+def test_full_int8_needs_calibration(student, tmp_path):
+    with pytest.raises(TfliteExportError, match="calibration"):
+        export_tflite(student, artifact("full-int8"), tmp_path / "m.tflite", None)
+
+
+def test_nnapi_lowering_is_the_same_function(data, tmp_path):
+    """Per-head FULLY_CONNECTED attention, GATHER embedding, L2_NORMALIZATION: same logits, no BATCH_MATMUL."""
+    friendly = tiny_student(activation="relu", normalisation="l2norm", mask_input="additive_bias")
+    inputs = encoded(friendly.config, 8, 3)
+    path = tmp_path / "nnapi-fp32.tflite"
+    path.write_bytes(convert_fp32(friendly, nnapi=True))
+    names = {op.name for op in list_operators(path)}
+    assert "BATCH_MATMUL" not in names and {"GATHER", "L2_NORMALIZATION"} <= names
+    assert np.abs(run_tflite(path, inputs) - eager_logits(friendly, inputs)).max() <= 1e-4
+
+
+def test_tolerance_failure_fails_the_export(student, data, tmp_path):
+    impossible = LOOSE.model_copy(update={"fp32_max_abs_logit_diff": 1e-12})
+    out = tmp_path / "fp16.tflite"
+    with pytest.raises(ToleranceError, match="max \\|logit diff\\|"):
+        export_tflite(
+            student, artifact("fp16-weights"), out, None, check_inputs=data["check"], tolerances=impossible
+        )
+    assert not out.exists() and not list(tmp_path.iterdir())  # nothing shipped, no partial file left
+
+
+def test_passing_check_marks_valid(student, data, tmp_path):
+    result = export_tflite(
+        student, artifact("fp32"), tmp_path / "fp32.tflite", None, check_inputs=data["check"], tolerances=LOOSE
+    )
+    assert result.valid and result.checks[0].passed and result.checks[0].max_abs_logit_diff <= 1e-4
+
+
+def test_int64_and_stablehlo_are_refused():
+    class Bad(torch.nn.Module):
+        def forward(self, x):
+            return torch.eye(4)[None] + x  # torch.eye at run time: not a constant
+
+    import litert_torch
+
+    model = bytes(litert_torch.convert(Bad(), (torch.zeros(1, 4, 4),)).model_content())
+    names = {op.name for op in list_operators(model)}
+    if any(n.startswith("STABLEHLO_") for n in names):
+        with pytest.raises(TfliteExportError, match="STABLEHLO"):
+            check_graph(model)
+    else:  # the converter folded it: the guard must then accept the graph
+        check_graph(model)
+
+
+# --- tflite-runtime 2.14 (own venv, built once per cache: ~16 s) -------------------------------------------------
+
+
+def test_dynamic_int8_refused_for_tflite_runtime(student, tmp_path):
+    with pytest.raises(TfliteExportError, match="silently wrong"):
+        export_tflite(student, artifact("dynamic-int8", "tflite-runtime"), tmp_path / "m.tflite", None)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_op_version_unknown_to_tflite_runtime_is_caught(student, tmp_path):
+    """A FULLY_CONNECTED v12 (what newer converters emit) must be refused, naming the op and version."""
+    path = tmp_path / "fc12.tflite"
+    path.write_bytes(convert_fp32(student))
+    model = read_model(path)
+    for code in model.operatorCodes:
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == 9:  # FULLY_CONNECTED
+            code.version = 12
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    assert {op.version for op in list_operators(path) if op.name == "FULLY_CONNECTED"} == {12}
+    with pytest.raises(TfliteRuntimeError, match="FULLY_CONNECTED v12"):
+        require_loadable_by_tflite_runtime(path)
+
+
+@pytest.mark.parametrize("recipe", ["fp32", "full-int8"])
+def test_tflite_runtime_214_verifies_its_own_outputs(recipe, student, data, tmp_path):
+    tolerances = LOOSE.model_copy(update={"min_argmax_agreement": 0.9})
+    result = export_tflite(
+        student, artifact(recipe, "tflite-runtime"), tmp_path / f"{recipe}.tflite", data["calibration"],
+        check_inputs=data["check"], tolerances=tolerances,
+    )
+    assert result.valid and result.checks[0].name.startswith("host tflite-runtime")
+    old = run_tflite(result.path, data["check"], "tflite-runtime")
+    new = run_tflite(result.path, data["check"], "ai-edge-litert")
+    assert np.abs(old - new).max() <= (1e-5 if recipe == "fp32" else 0.05)
