@@ -45,21 +45,16 @@ work=$(mktemp -d)
 chmod 755 "$work"  # apt's sandbox user (_apt) must be able to write the downloads
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/archives/partial"
-codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-cat > "$work/src.sources" <<EOF
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: $codename $codename-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb-src
-URIs: http://deb.debian.org/debian-security
-Suites: $codename-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-apt_opts="-o Dir::Etc::SourceList=$work/src.sources -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$work/lists"
+# The deb-src entries mirror this machine's own Debian sources (whatever mirror it is configured with).
+mkdir -p "$work/parts"
+: > "$work/src.list"
+if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > "$work/parts/debian-src.sources"
+fi
+if [ -f /etc/apt/sources.list ]; then
+  grep -E '^deb .*debian' /etc/apt/sources.list | sed 's/^deb /deb-src /' >> "$work/src.list" || true
+fi
+apt_opts="-o Dir::Etc::SourceList=$work/src.list -o Dir::Etc::SourceParts=$work/parts -o Dir::State::Lists=$work/lists"
 # shellcheck disable=SC2086
 apt-get $apt_opts update -q
 cd "$work"

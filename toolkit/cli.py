@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -146,6 +147,98 @@ def distill(
         f"{r['student_dev_accuracy']:.4f} ({r['student_parameters']:,} params, {r['parameter_ratio']:.1%}); "
         f"retention {r['retention']:.1%}, {r['wall_seconds']} s"
     )
+
+
+@app.command()
+def export(
+    target: str = typer.Option(..., "--target", help="Profile name, a YAML path, or 'all' for every shipped profile."),
+    out: Path = typer.Option(Path("out"), "--out", help="Output folder; each profile's bundle goes to OUT/<profile>."),
+    teacher: Path = typer.Option(None, "--teacher", help="Fine-tuned XLNet folder; default: the demo teacher."),
+    data: Path = typer.Option(None, "--data", help="Training file; default: bundled SST-2 sample."),
+    eval_: Path = typer.Option(None, "--eval", help="Dev file; default: bundled SST-2 dev."),
+    epochs: int = typer.Option(4, help="Distillation epochs."),
+    emulate: bool = typer.Option(True, "--emulate/--no-emulate", help="Validate on the emulated ARM CPU."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard earlier work in OUT/<profile> and start over."),
+    text_column: str = TextColumn,
+    pair_column: str = PairColumn,
+    label_column: str = LabelColumn,
+    skip_bad_rows: bool = SkipBadRows,
+) -> None:
+    """The main job: distil, quantize, export .pte + .tflite, check on the host and the emulated device, report."""
+    from toolkit.checks import ToleranceError
+    from toolkit.distill import DistillSettings
+    from toolkit.emulate import EmulatorSetupError
+    from toolkit.pipeline import ExportFailed, RunSpec, export_bundle
+    from toolkit.report import write_index
+    from toolkit.teacher import TeacherError
+
+    profiles = profiles_mod.list_profiles() if target == "all" else [_load_profile(target)]
+    train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
+    manifests, failures = [], []
+    for profile in profiles:
+        console.rule(f"[bold]{profile.name}[/] — {profile.description}")
+        spec = RunSpec(profile, train, dev, teacher, DistillSettings(epochs=epochs), emulate)
+        try:
+            manifests.append(export_bundle(spec, out, fresh=fresh, log=console.print))
+        except ExportFailed as err:
+            failures.append(str(err))
+            manifests.append(json.loads((out / profile.name / "manifest.json").read_text()))
+        except (TeacherError, EmulatorSetupError, ToleranceError, ValueError) as err:
+            _fail(f"{profile.name}: {err}")
+    _summary_table(manifests)
+    if len(manifests) > 1:
+        write_index(manifests, out)
+        console.print(f"index: {out / 'index.html'}")
+    if failures:
+        _fail("\n".join(failures))
+
+
+def _summary_table(manifests: list[dict]) -> None:
+    table = Table("profile", "artifact", "MB", "host acc", "Δ vs student", "emulator", "instr/inf", "est. ms", "valid")
+    for manifest in manifests:
+        student_acc = manifest["student"]["dev_accuracy"]
+        for a in manifest["artifacts"]:
+            host = next((c for c in a["checks"] if c.get("kind") == "host"), {})
+            emu = a.get("emulator") or {}
+            table.add_row(
+                manifest["profile"]["name"],
+                a["name"],
+                f"{a['bytes'] / 1e6:.2f}",
+                f"{host.get('accuracy') or 0:.4f}",
+                f"{((host.get('accuracy') or 0) - student_acc) * 100:+.2f}",
+                f"{emu.get('cpu', '-')}",
+                f"{emu['instructions_per_inference']:,}" if emu.get("instructions_per_inference") else "-",
+                f"{emu['estimated_latency_ms']:.2f}" if emu.get("estimated_latency_ms") else "-",
+                "[green]yes[/]" if a["valid"] else "[red]NO[/]",
+            )
+    console.print(table)
+    for manifest in manifests:
+        bundle = f"{manifest['profile']['name']}: teacher {manifest['teacher']['dev_accuracy']:.4f} -> student "
+        console.print(bundle + f"{manifest['student']['dev_accuracy']:.4f} in {manifest['total_seconds']} s")
+
+
+@app.command()
+def validate(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `toolkit export` (OUT/<profile>)."),
+    target: str = typer.Option(None, "--target", help="Profile (default: the one in the bundle's manifest)."),
+    eval_: Path = typer.Option(None, "--eval", help="Dev file; default: bundled SST-2 dev."),
+) -> None:
+    """Run every valid artifact of a bundle on the profile's emulated ARM CPU and gate on the result."""
+    from toolkit.emulate import EmulatorSetupError
+    from toolkit.pipeline import validate_existing_bundle
+
+    manifest_path = bundle / "manifest.json"
+    if not manifest_path.is_file():
+        _fail(f"{bundle}: no manifest.json; give a bundle folder written by `toolkit export`")
+    manifest = json.loads(manifest_path.read_text())
+    profile = _load_profile(target) if target else profiles_mod.Profile.model_validate(manifest["profile"])
+    try:
+        manifest = validate_existing_bundle(bundle, profile, eval_, log=console.print)
+    except EmulatorSetupError as err:
+        _fail(str(err))
+    _summary_table([manifest])
+    if not manifest["validation"]["passed"]:
+        _fail(f"{bundle}: validation failed (see {bundle / 'report.html'})")
 
 
 if __name__ == "__main__":

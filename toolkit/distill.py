@@ -96,8 +96,8 @@ def choose_shape(
     max_depth = max(1, min(constraints.max_layers, teacher_config.n_layer // 2))
     depths = [n_layer] if n_layer else list(range(max_depth, 0, -1))
     candidates = []
-    for width in widths:
-        for depth in depths:
+    for depth in depths:
+        for width in widths:
             config = StudentConfig(
                 vocab_size=vocab_size,
                 d_model=width,
@@ -377,6 +377,8 @@ def distill(
             break
         student.train()
         batches = bucketed_batches(lengths, settings.batch_size, seed=settings.seed + epoch)
+        # Every process takes the same number of steps (DDP synchronises each backward pass).
+        batches = batches[: len(batches) - len(batches) % accelerator.num_processes]
         for idx in batches[accelerator.process_index :: accelerator.num_processes]:
             batch = student_encoder.encode_padded_to_longest(
                 [train.texts[i] for i in idx],

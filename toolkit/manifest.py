@@ -25,6 +25,7 @@ class ArtifactRecord:
     outputs: list[dict]
     details: dict = field(default_factory=dict)  # delegation / quantization / NNAPI coverage summaries
     checks: list[dict] = field(default_factory=list)  # CheckResult.to_json() of host and emulator checks
+    emulator: dict | None = None  # emulated-device run: cpu, samples, instructions, latency estimate
     valid: bool = False  # True only once every check for this artifact passed
 
     def to_json(self) -> dict:

@@ -107,6 +107,7 @@ def fast_equivalent(model) -> "XLNetStudent":
 def predict_logits(model, encoder: XLNetTextEncoder, texts, pairs=None, batch_size: int = 64, desc="teacher"):
     """Logits [N, C] of an HF XLNet classifier (run through its fast equivalent), batches padded to their longest."""
     fast = fast_equivalent(model).eval() if not isinstance(model, XLNetStudent) else model.eval()
+    device = next(fast.parameters()).device
     order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
     out = np.zeros((len(texts), fast.config.num_labels), dtype=np.float32)
     for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):
@@ -115,11 +116,11 @@ def predict_logits(model, encoder: XLNetTextEncoder, texts, pairs=None, batch_si
             [texts[i] for i in idx], None if pairs is None else [pairs[i] for i in idx], max_len=FAST_PATH_MAX_LEN
         )
         logits = fast(
-            torch.from_numpy(batch.input_ids),
-            torch.from_numpy(batch.attention_mask),
-            torch.from_numpy(batch.token_type_ids),
+            torch.from_numpy(batch.input_ids).to(device),
+            torch.from_numpy(batch.attention_mask).to(device),
+            torch.from_numpy(batch.token_type_ids).to(device),
         )
-        out[idx] = logits.float().numpy()
+        out[idx] = logits.float().cpu().numpy()
     return out
 
 
@@ -182,7 +183,8 @@ def train_teacher(
         architectures=["XLNetForSequenceClassification"],
     )
     hf_model = XLNetForSequenceClassification(config)  # transformers' own random initialisation
-    model = fast_equivalent(hf_model)  # trained in the toolkit's implementation of the same math, saved as HF
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when there is one; the demo runs on 2 CPU cores
+    model = fast_equivalent(hf_model).to(device)  # trained in the toolkit's implementation of the same math, saved as HF
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
@@ -205,11 +207,11 @@ def train_teacher(
                 max_len=recipe.max_len,
             )
             logits = model(
-                torch.from_numpy(batch.input_ids),
-                torch.from_numpy(batch.attention_mask),
-                torch.from_numpy(batch.token_type_ids),
+                torch.from_numpy(batch.input_ids).to(device),
+                torch.from_numpy(batch.attention_mask).to(device),
+                torch.from_numpy(batch.token_type_ids).to(device),
             )
-            loss = torch.nn.functional.cross_entropy(logits, labels[idx])
+            loss = torch.nn.functional.cross_entropy(logits, labels[idx].to(device))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -232,6 +234,7 @@ def train_teacher(
         "best_epoch": best["epoch"],
         "parameters": sum(p.numel() for p in hf_model.parameters()),
         "train_seconds": round(time.time() - started, 1),
+        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
         "torch_threads": torch.get_num_threads(),
     }
     atomic_write_json(out_dir / TEACHER_CARD, card)
@@ -240,7 +243,8 @@ def train_teacher(
 
 def _save_as_transformers(model: XLNetStudent, hf_model, out_dir: Path) -> None:
     """Copy the trained weights into the transformers model and ``save_pretrained`` it (safetensors)."""
-    missing, unexpected = hf_model.load_state_dict(xlnet_state_from_student(model), strict=False)
+    state = {k: v.detach().cpu() for k, v in xlnet_state_from_student(model).items()}
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
     if unexpected or set(missing) - {"transformer.mask_emb"}:
         raise RuntimeError(f"teacher weights do not map onto XLNet: missing {missing}, unexpected {unexpected}")
     hf_model.save_pretrained(out_dir, safe_serialization=True)

@@ -1,0 +1,456 @@
+"""The main job: profile -> teacher -> distill -> quantize + export -> host checks -> emulator -> bundle + report.
+
+Each stage is a function of the previous stages' outputs; the pipeline only composes them. Work is kept under
+``OUT/<profile>/work`` so an interrupted run resumes at the last finished stage (``--fresh`` starts over). The
+bundle an app needs is ``OUT/<profile>/``: ``models/`` (only artifacts that passed every check), ``tokenizer.json``,
+``labels.json``, ``manifest.json`` and ``report.html``/``report.md``; artifacts that failed a check are moved to
+``rejected/`` and recorded as invalid, and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit import __version__
+from toolkit.checks import compare_logits, gate_against_student
+from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
+from toolkit.distill import REPORT as DISTILL_REPORT
+from toolkit.distill import DistillSettings, distill
+from toolkit.files import atomic_write_json, sha256_file
+from toolkit.manifest import ArtifactRecord, describe_file, specs_json
+from toolkit.profiles import Artifact, Profile
+from toolkit.student import XLNetStudent, input_specs, load_student, model_inputs, output_specs
+from toolkit.teacher import TEACHER_CARD, demo_teacher
+from toolkit.tokenizer import XLNetTextEncoder
+
+CALIBRATION_SAMPLES = 128
+XLNET_BASE = {"n_layer": 12, "d_model": 768, "n_head": 12, "d_inner": 3072, "vocab_size": 32000}
+LIBRARIES = ("torch", "executorch", "torchao", "transformers", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")
+Log = Callable[[str], None]
+
+
+class ExportFailed(RuntimeError):
+    """At least one artifact failed a check; the bundle and manifest record which and why."""
+
+
+@dataclass
+class RunSpec:
+    """Everything that determines a bundle: changing any of it means a different run."""
+
+    profile: Profile
+    train: LabelledData
+    dev: LabelledData
+    teacher_dir: Path | None = None  # None: the demo teacher
+    settings: DistillSettings = field(default_factory=DistillSettings)
+    emulate: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def stage_teacher(spec: RunSpec, log: Log) -> tuple[Path, bool]:
+    """The teacher folder, and whether it came from the cache (the demo teacher is trained once)."""
+    if spec.teacher_dir is not None:
+        return Path(spec.teacher_dir), False
+    from toolkit.files import cache_dir
+
+    cached = any((p / TEACHER_CARD).is_file() for p in cache_dir("demo-teacher").iterdir())
+    return demo_teacher(log=log), cached
+
+
+def stage_distill(spec: RunSpec, teacher_dir: Path, work: Path, log: Log) -> Path:
+    """The student folder (resumes an interrupted distillation; skips a finished one)."""
+    student_dir = work / "student"
+    report_path = student_dir / DISTILL_REPORT
+    if report_path.is_file() and json.loads(report_path.read_text()).get("finished"):
+        log(f"student already distilled in {student_dir}")
+        return student_dir
+    distill(teacher_dir, spec.train, spec.dev, spec.profile, student_dir, spec.settings, resume=True, log=log)
+    return student_dir
+
+
+def encode_for(student: XLNetStudent, encoder: XLNetTextEncoder, data: LabelledData) -> list[np.ndarray]:
+    """The exported program's input arrays [N, L] for a data set."""
+    batch = encoder.encode(data.texts, data.pairs, seq_len=student.config.seq_len)
+    return model_inputs(student.config, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+
+
+def calibration_inputs(student, encoder, train: LabelledData, seed: int) -> list[np.ndarray]:
+    """A seeded sample of real training texts for static int8 calibration."""
+    rng = np.random.default_rng(seed)
+    picked = sorted(rng.choice(len(train), size=min(CALIBRATION_SAMPLES, len(train)), replace=False).tolist())
+    return encode_for(student, encoder, train.subset(picked))
+
+
+def export_artifact(student, artifact: Artifact, path: Path, calibration, bundle: Path) -> ArtifactRecord:
+    """Write one artifact (not yet valid) and its record; the format's exporter does the work."""
+    if artifact.format == "pte":
+        from toolkit.export_pte import export_pte
+
+        return export_pte(student, artifact, path, calibration, bundle_dir=bundle)
+    from toolkit.export_tflite import export_tflite
+
+    result = export_tflite(student, artifact, path, calibration)
+    return ArtifactRecord(
+        name=artifact.name,
+        **describe_file(path, bundle),
+        format="tflite",
+        recipe=artifact.recipe,
+        runtime=artifact.runtime,
+        delegate=artifact.delegate,
+        inputs=specs_json(input_specs(student.config)),
+        outputs=specs_json(output_specs(student.config)),
+        details=result.details,
+    )
+
+
+def run_on_host(record: ArtifactRecord, path: Path, inputs: list[np.ndarray]) -> np.ndarray:
+    """Logits from the runtime the artifact ships for, on the host (ExecuTorch, ai-edge-litert, tflite-runtime)."""
+    if record.format == "pte":
+        from toolkit.export_pte import run_pte
+
+        return run_pte(path, inputs)
+    from toolkit.export_tflite import run_tflite
+
+    return run_tflite(path, inputs, runtime=record.runtime)
+
+
+def confusion_matrix(logits: np.ndarray, labels: np.ndarray, classes: int) -> list[list[int]]:
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (labels, logits.argmax(1)), 1)
+    return matrix.tolist()
+
+
+def host_check(record, path, inputs, labels, reference, profile: Profile) -> dict:
+    """Whole dev set through the artifact's runtime vs the fp32 eager student; gated on the profile's tolerances."""
+    candidate = run_on_host(record, path, inputs)
+    result = compare_logits(f"host {record.runtime} vs eager fp32 student", reference, candidate, labels)
+    result = gate_against_student(result, profile.validation.tolerances, record.recipe in FLOAT_RECIPES)
+    result.details.update(kind="host", confusion=confusion_matrix(candidate, labels, reference.shape[1]))
+    return {"kind": "host", **result.to_json()}
+
+
+FLOAT_RECIPES = {"fp32", "fp16-weights", "weight-only-int8"}
+
+
+def reject(record: ArtifactRecord, bundle: Path) -> None:
+    """Move a failed artifact out of models/ so nothing in the bundle looks valid that is not."""
+    source = bundle / record.file
+    target = bundle / "rejected" / source.name
+    target.parent.mkdir(exist_ok=True)
+    if source.exists():
+        shutil.move(source, target)
+    record.file = str(target.relative_to(bundle))
+    record.valid = False
+
+
+def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, log: Log) -> list[ArtifactRecord]:
+    """Every artifact of the profile: export, host check on the whole dev set, keep or reject. Resumable per file."""
+    from toolkit.export_pte import student_logits
+
+    student = load_student(student_dir)
+    encoder = XLNetTextEncoder.from_pretrained(student_dir)
+    dev_inputs = encode_for(student, encoder, spec.dev)
+    labels = np.asarray(spec.dev.labels)
+    reference = student_logits(student, dev_inputs)
+    np.save(work / "student_dev_logits.npy", reference)
+    calibration = calibration_inputs(student, encoder, spec.train, spec.profile.validation.seed)
+    records = []
+    for artifact in spec.profile.artifacts:
+        cached = work / "records" / f"{artifact.name}.json"
+        if cached.is_file():
+            record = ArtifactRecord(**json.loads(cached.read_text()))
+            if (bundle / record.file).is_file() and sha256_file(bundle / record.file) == record.sha256:
+                log(f"{artifact.name}: already exported and checked")
+                records.append(record)
+                continue
+        log(f"{artifact.name}: exporting ({artifact.runtime}, {artifact.delegate})")
+        suffix = "pte" if artifact.format == "pte" else "tflite"
+        path = bundle / "models" / f"{artifact.name}.{suffix}"
+        record = export_artifact(student, artifact, path, calibration, bundle)
+        check = host_check(record, path, dev_inputs, labels, reference, spec.profile)
+        record.checks.append(check)
+        record.valid = check["passed"]
+        log(f"{artifact.name}: {record.bytes / 1e6:.2f} MB, host accuracy {check['accuracy']:.4f} "
+            f"(student {check['reference_accuracy']:.4f}), agreement {check['argmax_agreement']:.4f} -> "
+            + ("PASS" if check["passed"] else "FAIL: " + "; ".join(check["failures"])))
+        if not record.valid:
+            reject(record, bundle)
+        atomic_write_json(cached, record.to_json())
+        records.append(record)
+    return records
+
+
+def stage_emulate(spec, records, student_dir: Path, bundle: Path, work: Path, log: Log) -> None:
+    """Each valid artifact on the emulated CPU of the profile (resumable per artifact)."""
+    from toolkit.emulate import require_setup
+    from toolkit.validate import validate_artifact, validation_subset
+
+    require_setup()
+    reference = np.load(work / "student_dev_logits.npy")
+    student = load_student(student_dir)
+    encoder = XLNetTextEncoder.from_pretrained(student_dir)
+    subset = validation_subset(len(spec.dev), spec.profile)
+    inputs = encode_for(student, encoder, spec.dev.subset(subset))
+    labels = np.asarray(spec.dev.labels)[subset]
+    for record in records:
+        if not record.valid:
+            continue
+        cached = work / "emulator" / f"{record.name}.json"
+        if cached.is_file():
+            saved = json.loads(cached.read_text())
+            if saved["sha256"] == record.sha256:
+                record.checks.append(saved["check"])
+                record.emulator = saved["emulator"]
+                record.valid = saved["check"]["passed"]
+                continue
+        log(f"{record.name}: {len(subset)} dev samples on emulated {spec.profile.device.qemu_cpu} ({record.runtime})")
+        outcome = validate_artifact(record.to_json(), bundle, spec.profile, inputs, labels, reference[subset])
+        check = {"kind": "emulator", **outcome.check.to_json()}
+        record.checks.append(check)
+        record.emulator = outcome.emulator
+        atomic_write_json(cached, {"sha256": record.sha256, "check": check, "emulator": outcome.emulator})
+        log(f"{record.name}: {outcome.check.summary()}; {outcome.emulator['instructions_per_inference']:,} "
+            f"instructions/inference -> ~{outcome.emulator['estimated_latency_ms']:.2f} ms (estimate)")
+        if not check["passed"]:
+            reject(record, bundle)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bundle + manifest
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def xlnet_parameters(n_layer, d_model, d_inner, vocab_size, num_labels=2, **_) -> int:
+    from toolkit.distill import layer_parameters
+
+    return vocab_size * d_model + n_layer * layer_parameters(d_model, d_inner) + d_model * d_model + d_model + (
+        d_model * num_labels + num_labels
+    ) + d_model  # + mask_emb
+
+
+def data_entry(data: LabelledData) -> dict:
+    path = Path(data.source.split("[")[0])
+    return {
+        "path": data.source,
+        "sha256": sha256_file(path) if path.is_file() else "0" * 64,
+        "examples": len(data),
+        "label_counts": data.counts(),
+    }
+
+
+def build_manifest(spec, teacher_dir, student_dir, records, stages, tokenizer_path, labels) -> dict:
+    distilled = json.loads((student_dir / DISTILL_REPORT).read_text())
+    student = load_student(student_dir)
+    teacher_config = json.loads((teacher_dir / "config.json").read_text())
+    teacher_fingerprint = hashlib.sha256(
+        "".join(sha256_file(p) for p in sorted(teacher_dir.glob("*.safetensors"))).encode()
+    ).hexdigest()
+    base_parameters = xlnet_parameters(**XLNET_BASE)
+
+    return {
+        "schema_version": 1,
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "toolkit": {"version": __version__, "libraries": library_versions(), "python": platform.python_version()},
+        "profile": spec.profile.model_dump(mode="json"),
+        "teacher": {
+            "path": str(teacher_dir),
+            "fingerprint": teacher_fingerprint,
+            "parameters": distilled["teacher_parameters"],
+            "bytes_fp32": distilled["teacher_bytes_fp32"],
+            "dev_accuracy": distilled["teacher_dev_accuracy"],
+            "config": {k: teacher_config[k] for k in ("n_layer", "d_model", "n_head", "d_inner", "vocab_size")},
+        },
+        "data": {"train": data_entry(spec.train), "eval": data_entry(spec.dev)},
+        "labels": labels,
+        "tokenizer": {
+            "file": tokenizer_path.name,
+            "sha256": sha256_file(tokenizer_path),
+            "vocab_size": student.config.vocab_size,
+            "trimmed_from": distilled["vocab"]["teacher"],
+        },
+        "student": {
+            "config": asdict(student.config),
+            "parameters": distilled["student_parameters"],
+            "bytes_fp32": distilled["student_bytes_fp32"],
+            "dev_accuracy": distilled["student_dev_accuracy"],
+            "retention": distilled["retention"],
+            "distill": {k: distilled[k] for k in ("history", "vocab", "wall_seconds", "init", "predicted", "settings")},
+        },
+        "reference_sizes": {"xlnet_base_parameters": base_parameters, "xlnet_base_bytes_fp32": 4 * base_parameters},
+        "artifacts": [r.to_json() for r in records],
+        "validation": {
+            "passed": all(r.valid for r in records),
+            "validated": [
+                f"{r.name}: host {r.runtime} on all {len(spec.dev)} dev examples"
+                + (f"; emulated {r.emulator['cpu']} on {r.emulator['samples']} of them" if r.emulator else "")
+                for r in records
+            ],
+            "not_validated": _not_validated(spec),
+        },
+        "stages": stages,
+        "total_seconds": round(sum(s["seconds"] for s in stages.values()), 1),
+    }
+
+
+def _not_validated(spec: RunSpec) -> list[str]:
+    from toolkit.validate import not_validated_statements
+
+    statements = not_validated_statements(spec.profile)
+    if not spec.emulate:
+        statements.insert(0, "Emulator validation was skipped (--no-emulate): artifacts were checked on the host only.")
+    return statements
+
+
+def run_fingerprint(spec: RunSpec) -> str:
+    parts = {
+        "profile": spec.profile.model_dump(mode="json"),
+        "train": data_entry(spec.train),
+        "dev": data_entry(spec.dev),
+        "teacher": str(spec.teacher_dir),
+        "settings": asdict(spec.settings),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_out_dir(spec: RunSpec, bundle: Path, fresh: bool) -> Path:
+    """The work folder, refusing to mix two different runs in one output folder."""
+    work = bundle / "work"
+    marker = work / "run.json"
+    fingerprint = run_fingerprint(spec)
+    if fresh and bundle.exists():
+        shutil.rmtree(bundle)
+    if marker.is_file() and json.loads(marker.read_text())["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"{bundle} holds a run with a different profile, data, teacher or settings; "
+            "use another --out or pass --fresh to start over"
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"fingerprint": fingerprint})
+    return work
+
+
+def export_bundle(spec: RunSpec, out_dir: Path, fresh: bool = False, log: Log = print) -> dict:
+    """Run every stage for one profile; returns the manifest (raises ExportFailed after writing it, on failure)."""
+    bundle = Path(out_dir) / spec.profile.name
+    work = prepare_out_dir(spec, bundle, fresh)
+    stages: dict[str, dict] = {}
+    names = ["teacher", "distill", "export + host checks", "emulator", "bundle + report"]
+
+    def timed(index: int, name: str):
+        log(f"[{index}/{len(names)}] {name}")
+        return time.time()
+
+    started = timed(1, names[0])
+    teacher_dir, cached = stage_teacher(spec, log)
+    stages["teacher"] = {"seconds": round(time.time() - started, 1), "cached": cached}
+
+    started = timed(2, names[1])
+    student_dir = stage_distill(spec, teacher_dir, work, log)
+    stages["distill"] = {"seconds": round(time.time() - started, 1)}
+
+    started = timed(3, names[2])
+    records = stage_export_and_check(spec, student_dir, bundle, work, log)
+    stages["export"] = {"seconds": round(time.time() - started, 1)}
+
+    started = timed(4, names[3])
+    if spec.emulate:
+        stage_emulate(spec, records, student_dir, bundle, work, log)
+    stages["emulator"] = {"seconds": round(time.time() - started, 1), "skipped": not spec.emulate}
+
+    started = timed(5, names[4])
+    encoder = XLNetTextEncoder.from_pretrained(student_dir)
+    student = load_student(student_dir)
+    tokenizer_path = encoder.export_portable(bundle / "tokenizer.json", seq_len=student.config.seq_len)
+    labels = display_names(spec.train.label_names)
+    atomic_write_json(bundle / "labels.json", labels)
+    stages["bundle"] = {"seconds": round(time.time() - started, 1)}
+    manifest = build_manifest(spec, teacher_dir, student_dir, records, stages, tokenizer_path, labels)
+    write_manifest_and_report(manifest, bundle)
+    if not manifest["validation"]["passed"]:
+        failed = [r.name for r in records if not r.valid]
+        raise ExportFailed(f"{spec.profile.name}: artifacts failed their checks: {failed} (see {bundle}/report.html)")
+    return manifest
+
+
+def write_manifest_and_report(manifest: dict, bundle: Path) -> None:
+    """Validate the manifest against its schema, write it, then the report beside it."""
+    from toolkit.manifest_schema import validate_manifest
+    from toolkit.report import write_report
+
+    validate_manifest(manifest)
+    atomic_write_json(bundle / "manifest.json", manifest)
+    write_report(manifest, bundle)
+
+
+def default_data():
+    from toolkit.data import load_labelled
+
+    train = load_labelled(DEMO_TRAIN)
+    return train, load_labelled(DEMO_DEV, label_names=train.label_names)
+
+
+def validate_existing_bundle(bundle: Path, profile: Profile, eval_path: Path | None, log: Log = print) -> dict:
+    """``toolkit validate``: rerun the emulator stage on a bundle's artifacts and rewrite its manifest and report."""
+    from toolkit.data import load_labelled
+
+    bundle = Path(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    labels = list(manifest["data"]["train"]["label_counts"])
+    dev = load_labelled(eval_path or DEMO_DEV, label_names=labels)
+    work = bundle / "work"
+    student_dir = work / "student"
+    if not student_dir.is_dir():
+        raise ValueError(f"{bundle}: no work/student folder (the bundle was not written by `toolkit export`)")
+    shutil.rmtree(work / "emulator", ignore_errors=True)  # validate means: run again
+    records = []
+    for entry in manifest["artifacts"]:
+        record = ArtifactRecord(**entry)
+        record.checks = [c for c in record.checks if c.get("kind") != "emulator"]
+        record.emulator = None
+        if record.valid and sha256_file(bundle / record.file) != record.sha256:
+            record.checks.append({
+                "kind": "emulator", "name": "file integrity", "samples": 0, "accuracy": None,
+                "reference_accuracy": None, "argmax_agreement": 0.0, "max_abs_logit_diff": 0.0, "passed": False,
+                "failures": [f"{record.file} does not match the manifest's sha256 (corrupted or replaced)"],
+                "details": {},
+            })
+            reject(record, bundle)
+        records.append(record)
+    if not (work / "student_dev_logits.npy").is_file():
+        from toolkit.export_pte import student_logits
+
+        student = load_student(student_dir)
+        encoder = XLNetTextEncoder.from_pretrained(student_dir)
+        np.save(work / "student_dev_logits.npy", student_logits(student, encode_for(student, encoder, dev)))
+    spec = RunSpec(profile, dev, dev)
+    started = time.time()
+    stage_emulate(spec, records, student_dir, bundle, work, log)
+    manifest["artifacts"] = [r.to_json() for r in records]
+    manifest["validation"]["passed"] = all(r.valid for r in records)
+    manifest["stages"]["emulator"] = {"seconds": round(time.time() - started, 1), "skipped": False}
+    write_manifest_and_report(manifest, bundle)
+    return manifest
