@@ -37,6 +37,7 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; artifacts are meant to be shared and served
         os.replace(tmp, final)
     finally:
         if tmp.exists():

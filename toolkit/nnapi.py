@@ -627,11 +627,11 @@ class CoverageReport:
     def summary(self) -> dict:
         rejected = [r for r in self.rows() if not r["accepted"]]
         return {
-            "android_api_level": self.android_api_level,
+            "api_level": self.android_api_level,
             "nodes": len(self.nodes),
-            "accepted_nodes": self.accepted_nodes,
-            "accepted_share": round(self.share, 4),
-            "delegated_partitions": self.partitions,
+            "accepted": self.accepted_nodes,
+            "share": round(self.share, 4),
+            "partitions": self.partitions,
             "cpu_partitions": len(self.subsets) - self.partitions,
             "delegated_nodes_with_partition_limit": self.delegated_nodes,
             "max_delegated_partitions": self.max_delegated_partitions,

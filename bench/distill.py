@@ -1,0 +1,75 @@
+"""Distillation benchmark (issue: fp32 student keeps >= 97% of the teacher's dev accuracy with <= 1/4 parameters).
+
+Distils the demo teacher (or ``--teacher``) on the FULL GLUE SST-2 train split from ../shared (67,349 phrases) for
+a profile, evaluates on the 872-sentence dev split, and writes the figures (accuracy, parameters, bytes, also
+against an xlnet-base-shaped teacher; trimmed vocabulary; wall time) to the ``distill`` section of BENCHMARKS.md.
+
+    python bench/distill.py [--target arm64-cpu] [--epochs 4] [--train PATH --dev PATH] [--teacher DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import SHARED_SST2, machine_line, write_section  # noqa: E402
+
+from toolkit.data import load_labelled  # noqa: E402
+from toolkit.distill import DistillSettings, distill  # noqa: E402
+from toolkit.pipeline import XLNET_BASE, xlnet_parameters  # noqa: E402
+from toolkit.profiles import load_profile  # noqa: E402
+from toolkit.teacher import demo_teacher  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="arm64-cpu")
+    parser.add_argument("--teacher", type=Path, default=None)
+    parser.add_argument("--train", type=Path, default=SHARED_SST2 / "train.tsv")
+    parser.add_argument("--dev", type=Path, default=SHARED_SST2 / "dev.tsv")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("out/bench-distill"))
+    args = parser.parse_args()
+
+    started = time.time()
+    profile = load_profile(args.target)
+    train = load_labelled(args.train)
+    dev = load_labelled(args.dev, label_names=train.label_names)
+    teacher = args.teacher or demo_teacher()
+    result = distill(teacher, train, dev, profile, args.out / profile.name, DistillSettings(epochs=args.epochs), resume=True)
+    r = result.report
+    base = xlnet_parameters(**XLNET_BASE)
+    shape = r["shape"]
+    text = f"""## Distillation (SST-2, full train split)
+
+Measured {time.strftime('%Y-%m-%d')} on {machine_line()}.
+Command: `python bench/distill.py --target {args.target} --epochs {args.epochs}` (train {len(train):,} phrases,
+dev {len(dev)} sentences; teacher: {'demo teacher' if args.teacher is None else args.teacher}).
+
+| model | layers × width | vocab | parameters | fp32 bytes | SST-2 dev accuracy |
+|---|---|---|---|---|---|
+| xlnet-base-shaped teacher (reference size) | 12 × 768 | 32,000 | {base:,} | {4 * base / 1e6:.1f} MB | (≈ 94.4% when pretrained; not available offline) |
+| demo teacher | see teacher card | 32,000 | {r['teacher_parameters']:,} | {r['teacher_bytes_fp32'] / 1e6:.1f} MB | {r['teacher_dev_accuracy']:.4f} |
+| fp32 student | {shape['n_layer']} × {shape['d_model']} | {r['vocab']['student']:,} | {r['student_parameters']:,} | {r['student_bytes_fp32'] / 1e6:.1f} MB | {r['student_dev_accuracy']:.4f} |
+
+- Accuracy retention: **{r['retention']:.1%}** of the teacher (goal ≥ 97%).
+- Student parameters: **{r['parameter_ratio']:.1%}** of the demo teacher (goal ≤ 25%), {r['student_parameters'] / base:.2%} of
+  xlnet-base; fp32 bytes {r['student_bytes_fp32'] / (4 * base):.2%} of an xlnet-base fp32 checkpoint.
+- Vocabulary trimming: {r['vocab']['teacher']:,} → {r['vocab']['student']:,} tokens (embedding
+  {r['vocab']['teacher'] * shape['d_model']:,} → {r['vocab']['student'] * shape['d_model']:,} parameters at width
+  {shape['d_model']}); the kept tokens cover {r['vocab']['train_token_coverage']:.2%} of train and
+  {r['vocab']['dev_token_coverage']:.2%} of dev tokens (the trimmed tokenizer re-segments the rest with kept pieces).
+- Initialisation: {r['init']['scheme']} (teacher layers {r['init']['teacher_layers'] or 'none: narrower student'}).
+- Dev accuracy per epoch: {', '.join(f"{h['dev_accuracy']:.4f}" for h in r['history'])}; best epoch {r['student_best_epoch']}.
+- Wall time: distillation {r['wall_seconds']:.0f} s (teacher logits once + {r['epochs_run']} epochs), whole bench {time.time() - started:.0f} s.
+"""
+    write_section("distill", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
