@@ -1,10 +1,10 @@
 package org.xlnetedge.app
 
 import android.content.Context
-import org.json.JSONArray
 import org.pytorch.executorch.EValue
 import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
+import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Interpreter
 import org.tensorflow.lite.nnapi.NnApiDelegate
 import org.xlnetedge.tokenizer.Encoded
@@ -15,53 +15,92 @@ import java.nio.ByteOrder
 import java.nio.MappedByteBuffer
 import java.nio.channels.FileChannel
 
-/** Where a .tflite model runs. NNAPI falls back to CPU for ops the phone's driver lacks. */
+/** The bundle folder inside the APK's assets: manifest.json, labels.json, tokenizer.json, models/... */
+const val BUNDLE_ASSETS = "bundle"
+
+/**
+ * Where a .tflite model runs. NNAPI hands the graph to the phone's driver (ops it lacks fall back to the plain CPU
+ * kernels); XNNPACK is LiteRT's optimised CPU path; CPU is the plain reference kernels.
+ */
 enum class Backend { NNAPI, XNNPACK, CPU }
+
+/** The backend an artifact was exported and checked for (its manifest "delegate"). */
+fun defaultBackend(artifact: ArtifactSpec): Backend = when (artifact.delegate) {
+    "nnapi" -> Backend.NNAPI
+    "cpu" -> Backend.CPU
+    else -> Backend.XNNPACK
+}
 
 /** One forward pass: tokenizer output in, one logit per label out. */
 interface Classifier : AutoCloseable {
     fun logits(input: Encoded): FloatArray
 }
 
-/** Labels in output order, from the bundle's labels.json (a JSON array of strings). */
-fun loadLabels(context: Context): List<String> {
-    val array = JSONArray(context.assets.open("labels.json").bufferedReader().readText())
-    return List(array.length()) { array.getString(it) }
+/** manifest.json and labels.json from the bundled assets. */
+fun loadBundleSpec(context: Context): BundleSpec {
+    fun read(name: String) = context.assets.open("$BUNDLE_ASSETS/$name").bufferedReader().use { it.readText() }
+    return BundleSpec.parse(read("manifest.json"), read("labels.json"))
 }
 
-/** Copy a bundled asset to app storage once: TFLite maps it and ExecuTorch needs a real file path. */
-fun assetFile(context: Context, name: String): File {
-    val out = File(context.filesDir, name)
-    if (!out.exists()) context.assets.open(name).use { input -> out.outputStream().use { input.copyTo(it) } }
+/** Copy a bundled asset to app storage once: LiteRT maps it and ExecuTorch needs a real file path. */
+fun assetFile(context: Context, path: String): File {
+    val out = File(context.filesDir, path)
+    if (!out.exists()) {
+        out.parentFile?.mkdirs()
+        context.assets.open(path).use { input -> out.outputStream().use { input.copyTo(it) } }
+    }
     return out
 }
 
 /**
- * LiteRT (TFLite) classifier. Inputs are fed by the model's own input names when they are
- * input_ids / attention_mask / token_type_ids, else in that order; int32 or int64 tensors both work.
+ * LiteRT (TFLite) classifier. The model's signature inputs (args_0, args_1, ... in the exported order, as
+ * litert-torch names them) are fed with the inputs the manifest declares for this artifact, checked against the
+ * model's own tensor types: int32 ids and masks, float32 mask_bias for the NNAPI bundle.
  */
-class LiteRtClassifier(model: File, backend: Backend, private val numLabels: Int) : Classifier {
+class LiteRtClassifier(
+    model: File,
+    private val artifact: ArtifactSpec,
+    private val maskValue: Float,
+    backend: Backend,
+    private val numLabels: Int
+) : Classifier {
     private val nnapi: NnApiDelegate? = if (backend == Backend.NNAPI) NnApiDelegate() else null
     private val interpreter: Interpreter
+    private val signature: String
+    private val inputNames: List<String>
+    private val outputName: String
 
     init {
         val options = Interpreter.Options().setNumThreads(4).setUseXNNPACK(backend == Backend.XNNPACK)
         nnapi?.let { options.addDelegate(it) }
         interpreter = Interpreter(mapModel(model), options)
+        signature = interpreter.signatureKeys.firstOrNull()
+            ?: throw IllegalArgumentException("${artifact.name} has no signature; re-export it with the toolkit")
+        inputNames = signatureOrder(interpreter.getSignatureInputs(signature).toList())
+        outputName = interpreter.getSignatureOutputs(signature).first()
+        for ((name, spec) in inputNames.zip(artifact.inputs)) {
+            val type = interpreter.getInputTensorFromSignature(name, signature).dataType()
+            val expected = if (spec.dtype == "float32") DataType.FLOAT32 else DataType.INT32
+            require(type == expected) { "model input $name is $type but the manifest says $spec" }
+        }
+    }
+
+    /** The signature's input names in the manifest's order: by name when they match, else by their _N suffix. */
+    private fun signatureOrder(names: List<String>): List<String> {
+        val manifestNames = artifact.inputs.map { it.name }
+        require(names.size == manifestNames.size) {
+            "${artifact.name} has inputs $names, the manifest lists $manifestNames"
+        }
+        if (names.toSet() == manifestNames.toSet()) return manifestNames
+        return names.sortedBy { it.substringAfterLast('_').toIntOrNull() ?: throw IllegalArgumentException(
+            "cannot match the model's inputs $names to the manifest's $manifestNames") }
     }
 
     override fun logits(input: Encoded): FloatArray {
-        val byName = mapOf(
-            "input_ids" to input.inputIds, "attention_mask" to input.attentionMask, "token_type_ids" to input.tokenTypeIds,
-        )
-        val ordered = listOf(input.inputIds, input.attentionMask, input.tokenTypeIds)
-        val inputs = Array<Any>(interpreter.inputTensorCount) { index ->
-            val tensor = interpreter.getInputTensor(index)
-            val values = byName.entries.firstOrNull { tensor.name().contains(it.key) }?.value ?: ordered[index]
-            toBuffer(values, tensor.dataType() == org.tensorflow.lite.DataType.INT64)
-        }
+        val inputs = HashMap<String, Any>()
+        for ((name, value) in inputNames.zip(modelInputs(artifact, input, maskValue))) inputs[name] = toBuffer(value)
         val output = Array(1) { FloatArray(numLabels) }
-        interpreter.runForMultipleInputsOutputs(inputs, mapOf(0 to output))
+        interpreter.runSignature(inputs, mapOf<String, Any>(outputName to output), signature)
         return output[0]
     }
 
@@ -73,22 +112,35 @@ class LiteRtClassifier(model: File, backend: Backend, private val numLabels: Int
     private fun mapModel(file: File): MappedByteBuffer =
         FileInputStream(file).channel.use { it.map(FileChannel.MapMode.READ_ONLY, 0, it.size()) }
 
-    private fun toBuffer(values: IntArray, asLong: Boolean): ByteBuffer {
-        val buffer = ByteBuffer.allocateDirect(values.size * if (asLong) 8 else 4).order(ByteOrder.nativeOrder())
-        values.forEach { if (asLong) buffer.putLong(it.toLong()) else buffer.putInt(it) }
+    /** A direct buffer in native byte order: 4 bytes per value, int32 or float32 as the input's dtype says. */
+    private fun toBuffer(value: ModelInput): ByteBuffer {
+        val count = value.ints?.size ?: value.floats!!.size
+        val buffer = ByteBuffer.allocateDirect(count * 4).order(ByteOrder.nativeOrder())
+        value.ints?.forEach { buffer.putInt(it) }
+        value.floats?.forEach { buffer.putFloat(it) }
         buffer.rewind()
         return buffer
     }
 }
 
-/** ExecuTorch classifier for the bundle's .pte (XNNPACK-delegated at export time). Inputs are int64 [1, L]. */
-class ExecuTorchClassifier(model: File, private val inputCount: Int = 2) : Classifier {
+/**
+ * ExecuTorch classifier for the bundle's .pte (lowered to XNNPACK at export time). Inputs are int32 [1, L] (and
+ * float32 mask_bias when the manifest says so), exactly the dtypes the program was exported with: int64 would be
+ * rejected by the program.
+ */
+class ExecuTorchClassifier(
+    model: File,
+    private val artifact: ArtifactSpec,
+    private val maskValue: Float
+) : Classifier {
     private val module: Module = Module.load(model.absolutePath)
 
     override fun logits(input: Encoded): FloatArray {
-        val shape = longArrayOf(1, input.inputIds.size.toLong())
-        val all = listOf(input.inputIds, input.attentionMask, input.tokenTypeIds).take(inputCount)
-        val values = all.map { ids -> EValue.from(Tensor.fromBlob(LongArray(ids.size) { ids[it].toLong() }, shape)) }
+        val values = modelInputs(artifact, input, maskValue).map { value ->
+            val shape = value.spec.shapeLong
+            val ints = value.ints
+            EValue.from(if (ints != null) Tensor.fromBlob(ints, shape) else Tensor.fromBlob(value.floats!!, shape))
+        }
         return module.forward(*values.toTypedArray())[0].toTensor().dataAsFloatArray
     }
 

@@ -1,0 +1,96 @@
+package org.xlnetedge.app
+
+import org.xlnetedge.tokenizer.Encoded
+import org.xlnetedge.tokenizer.MiniJson
+
+// The bundle an export writes, as the app reads it. Pure Kotlin (no Android imports) so that it compiles and runs
+// on a plain JVM: tests/test_sample_apps.py checks modelInputs() against the host's inputs that way.
+
+/** One model input as the manifest declares it, e.g. input_ids int32 [1, 128]. */
+class InputSpec(val name: String, val dtype: String, val shape: IntArray) {
+    val shapeLong: LongArray get() = LongArray(shape.size) { shape[it].toLong() }
+    override fun toString() = "$name $dtype ${shape.joinToString(", ", "[", "]")}"
+}
+
+/** The fields of a manifest artifact record the app uses. */
+class ArtifactSpec(
+    val name: String,       // e.g. "tflite-full-int8"
+    val file: String,       // path inside the bundle, e.g. "models/tflite-full-int8.tflite"
+    val format: String,     // "tflite" | "pte"
+    val delegate: String,   // "nnapi" | "xnnpack" | "cpu": what the export was made and checked for
+    val valid: Boolean,     // false: the export's checks failed; not picked by default
+    val inputs: List<InputSpec>
+)
+
+/** One input ready to feed: [ints] for int32 inputs, [floats] for float32 ones. */
+class ModelInput(val spec: InputSpec, val ints: IntArray?, val floats: FloatArray?)
+
+/** manifest.json + labels.json of a bundle. */
+class BundleSpec(val labels: List<String>, val artifacts: List<ArtifactSpec>, val maskValue: Float) {
+
+    /** The artifact called [name], or the first valid one of [format] when [name] is null. */
+    fun artifact(name: String?, format: String): ArtifactSpec {
+        val found = if (name == null) artifacts.firstOrNull { it.format == format && it.valid }
+        else artifacts.firstOrNull { it.name == name || it.file == name }
+        return found ?: throw IllegalArgumentException(
+            "no ${name ?: "valid $format"} artifact in manifest.json; it has: " +
+                artifacts.joinToString { "${it.name} (${it.format}${if (it.valid) "" else ", NOT valid"})" }
+        )
+    }
+
+    companion object {
+        @Suppress("UNCHECKED_CAST")
+        fun parse(manifestJson: String, labelsJson: String): BundleSpec {
+            val labels = MiniJson.parse(labelsJson) as? List<Any?>
+                ?: throw IllegalArgumentException("labels.json must be a JSON list of label names (index = class id)")
+            val manifest = MiniJson.parse(manifestJson) as Map<String, Any?>
+            val config = (manifest["student"] as? Map<String, Any?>)?.get("config") as? Map<String, Any?>
+            val maskValue = (config?.get("mask_value") as? Double ?: 30.0).toFloat()
+            val artifacts = (manifest["artifacts"] as List<Map<String, Any?>>).map { record ->
+                val inputs = (record["inputs"] as List<Map<String, Any?>>).map { input ->
+                    val shape = (input["shape"] as List<Double>).map { it.toInt() }.toIntArray()
+                    InputSpec(input["name"] as String, input["dtype"] as String, shape)
+                }
+                ArtifactSpec(record["name"] as String, record["file"] as String, record["format"] as String,
+                             record["delegate"] as String, record["valid"] == true, inputs)
+            }
+            return BundleSpec(labels.map { it as String }, artifacts, maskValue)
+        }
+    }
+}
+
+/**
+ * The model inputs for one tokenized text, in the artifact's declared order and dtypes: input_ids, then
+ * attention_mask (int32, 1 = token) OR mask_bias (float32: 0 on tokens, -maskValue on padding, as the host's
+ * toolkit.student.model_inputs computes it), then token_type_ids (int32) for pair tasks. All int32, never int64.
+ */
+fun modelInputs(artifact: ArtifactSpec, encoded: Encoded, maskValue: Float): List<ModelInput> =
+    artifact.inputs.map { spec ->
+        val length = spec.shape.last()
+        require(encoded.inputIds.size == length) {
+            "the tokenizer made ${encoded.inputIds.size} tokens but ${artifact.name} takes $length: " +
+                "tokenizer.json and the model come from different exports"
+        }
+        val expected = if (spec.name == "mask_bias") "float32" else "int32"
+        require(spec.dtype == expected) {
+            "${artifact.name}: input ${spec.name} is ${spec.dtype}, this app builds $expected"
+        }
+        when (spec.name) {
+            "input_ids" -> ModelInput(spec, encoded.inputIds, null)
+            "attention_mask" -> ModelInput(spec, encoded.attentionMask, null)
+            "token_type_ids" -> ModelInput(spec, encoded.tokenTypeIds, null)
+            "mask_bias" -> {
+                val bias = FloatArray(length) { (1.0f - encoded.attentionMask[it]) * -maskValue }
+                ModelInput(spec, null, bias)
+            }
+            else -> throw IllegalArgumentException("${artifact.name} wants an input '${spec.name}', unknown to the app")
+        }
+    }
+
+/** Softmax of the logits (for display; the label is the argmax either way). */
+fun softmax(logits: FloatArray): FloatArray {
+    val top = logits.fold(Float.NEGATIVE_INFINITY) { a, b -> maxOf(a, b) }
+    val exps = logits.map { Math.exp((it - top).toDouble()) }
+    val total = exps.sum()
+    return FloatArray(logits.size) { (exps[it] / total).toFloat() }
+}

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Classify text on a Raspberry Pi with a bundle's .tflite model.
+
+    python3 classify.py --bundle BUNDLE "a gorgeous , witty , seductive movie ." "dull and lifeless"
+    echo "one text per line" | python3 classify.py --bundle BUNDLE --json
+
+Needs only the standard library, numpy and ONE LiteRT runtime: ``pip install ai-edge-litert numpy`` (current) or
+``pip install tflite-runtime "numpy<2"`` (the older Raspberry Pi OS runtime). No torch, no transformers.
+
+What it does, per text: tokenize exactly like the host (``xlnet_tokenizer.py`` over the bundle's ``tokenizer.json``),
+build the model inputs the manifest declares for the chosen artifact (``input_ids`` int32; ``attention_mask`` int32
+OR ``mask_bias`` float32; ``token_type_ids`` int32 for pair tasks), run the interpreter, and print the label, the
+softmax scores and the inference latency. One warm-up inference runs at load time, so the printed latencies are
+steady-state figures rather than including the interpreter's one-time setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from xlnet_tokenizer import XLNetTokenizer  # the sibling file: Python puts the script's folder on sys.path
+
+RUNTIMES = ("ai-edge-litert", "tflite-runtime")
+
+
+class BundleError(RuntimeError):
+    """The bundle, the chosen model or the runtime is not usable; the message says what to do."""
+
+
+def load_interpreter_class(runtime: str = "auto"):
+    """(runtime name, Interpreter class) of the requested runtime, or of the first one that imports for ``auto``."""
+    wanted = RUNTIMES if runtime == "auto" else (runtime,)
+    errors = []
+    for name in wanted:
+        try:
+            if name == "ai-edge-litert":
+                from ai_edge_litert.interpreter import Interpreter
+            elif name == "tflite-runtime":
+                from tflite_runtime.interpreter import Interpreter
+            else:
+                raise BundleError(f"unknown runtime {name!r}: choose auto, {' or '.join(RUNTIMES)}")
+            return name, Interpreter
+        except ImportError as err:
+            errors.append(f"{name}: {err}")
+    raise BundleError("no LiteRT runtime could be imported (" + "; ".join(errors) + "). Install one: "
+                      "pip install ai-edge-litert numpy   or   pip install tflite-runtime 'numpy<2'")
+
+
+class Bundle:
+    """The exported bundle folder: manifest.json, labels.json, tokenizer.json and models/."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise BundleError(f"no bundle folder at {self.folder}: pass the folder an export wrote (--bundle DIR)")
+        self.manifest = self._read_json("manifest.json")
+        self.labels = self._read_json("labels.json")
+        if not isinstance(self.labels, list) or not all(isinstance(label, str) for label in self.labels):
+            raise BundleError(f"{self.folder / 'labels.json'} must be a JSON list of label names (index = class id)")
+        if not (self.folder / "tokenizer.json").is_file():
+            raise BundleError(f"{self.folder / 'tokenizer.json'} is missing: re-run the export")
+        try:
+            self.tokenizer = XLNetTokenizer.load(self.folder / "tokenizer.json")
+        except ValueError as err:  # wrong format version
+            raise BundleError(str(err)) from None
+        self.config = self.manifest.get("student", {}).get("config", {})
+
+    def _read_json(self, name: str):
+        path = self.folder / name
+        if not path.is_file():
+            raise BundleError(f"{path} is missing: {self.folder} is not a complete bundle (re-run the export)")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def artifact(self, name: str | None, fmt: str = "tflite") -> dict:
+        """The manifest record named ``name``, or the first valid artifact of format ``fmt`` when ``name`` is None."""
+        records = self.manifest.get("artifacts", [])
+        if name is None:
+            found = next((r for r in records if r.get("format") == fmt and r.get("valid")), None)
+            if found is None:
+                raise BundleError(f"the bundle has no valid {fmt} artifact; it has: {describe_artifacts(records)}")
+        else:
+            found = next((r for r in records if name in (r.get("name"), r.get("file"))), None)
+            if found is None:
+                raise BundleError(f"no artifact named {name!r} in the bundle; it has: {describe_artifacts(records)}")
+        if not (self.folder / found["file"]).is_file():
+            raise BundleError(f"artifact {found['name']} is listed in the manifest but {found['file']} is missing")
+        return found
+
+
+def describe_artifacts(records: list[dict]) -> str:
+    return ", ".join(f"{r.get('name')} ({r.get('format')}{'' if r.get('valid') else ', NOT valid'})"
+                     for r in records) or "none"  # fmt: skip
+
+
+def model_inputs(specs: list[dict], ids: list[int], mask: list[int], types: list[int], mask_value: float) -> list:
+    """One array per manifest input spec, in the manifest's order, batch 1.
+
+    ``mask_bias`` is what the host's ``toolkit.student.model_inputs`` computes: 0 on tokens, -mask_value on padding.
+    """
+    arrays = []
+    for spec in specs:
+        name = spec["name"]
+        if name == "input_ids":
+            values = np.asarray(ids, dtype=np.int32)
+        elif name == "attention_mask":
+            values = np.asarray(mask, dtype=np.int32)
+        elif name == "mask_bias":
+            values = ((1.0 - np.asarray(mask, dtype=np.float32)) * -np.float32(mask_value)).astype(np.float32)
+        elif name == "token_type_ids":
+            values = np.asarray(types, dtype=np.int32)
+        else:
+            raise BundleError(f"the model wants an input named {name!r}, which this app does not know how to build")
+        if values.dtype != np.dtype(spec["dtype"]):
+            raise BundleError(f"input {name} is {spec['dtype']} in the manifest; this app builds {values.dtype}")
+        arrays.append(values.reshape(spec["shape"]))
+    return arrays
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+class TfliteClassifier:
+    """One .tflite artifact of a bundle, ready to classify texts."""
+
+    def __init__(self, bundle: Bundle, artifact: dict, runtime: str = "auto", threads: int = 1) -> None:
+        if artifact["format"] != "tflite":
+            raise BundleError(f"{artifact['name']} is a {artifact['format']} model; this app runs .tflite "
+                              "(use cpp/classify_pte for .pte)")  # fmt: skip
+        self.bundle, self.artifact = bundle, artifact
+        self.specs = artifact["inputs"]
+        self.seq_len = int(self.specs[0]["shape"][-1])
+        if bundle.tokenizer.seq_len != self.seq_len:
+            raise BundleError(f"tokenizer.json is for length {bundle.tokenizer.seq_len} but {artifact['name']} takes "
+                              f"{self.seq_len} tokens: the bundle mixes files from different exports")  # fmt: skip
+        self.mask_value = float(bundle.config.get("mask_value", 30.0))
+        self.runtime, interpreter_class = load_interpreter_class(runtime)
+        path = bundle.folder / artifact["file"]
+        interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+        signatures = interpreter.get_signature_list()
+        if not signatures:
+            raise BundleError(f"{path} has no signature; re-export it with the toolkit")
+        self.runner = interpreter.get_signature_runner(next(iter(signatures)))
+        self.input_names = self._input_names(self.runner.get_input_details())
+        self.output = next(iter(self.runner.get_output_details().values()))
+        self.logits(self.bundle.tokenizer.encode(""))  # warm-up: the first invoke sets up XNNPACK
+
+    def _input_names(self, details: dict) -> list[str]:
+        """The signature's input name for each manifest spec, checked against its dtype and shape.
+
+        litert-torch names inputs ``args_0, args_1, ...`` in the traced (manifest) order; names equal to the
+        manifest's are used as they are.
+        """
+        names = list(details)
+        manifest_names = [spec["name"] for spec in self.specs]
+        if len(names) != len(manifest_names):
+            raise BundleError(f"the model has inputs {names}, the manifest lists {manifest_names}")
+        if sorted(names) == sorted(manifest_names):
+            names = manifest_names
+        else:
+            try:
+                names = sorted(names, key=lambda n: int(n.rsplit("_", 1)[-1]))
+            except ValueError:
+                message = f"cannot match the model's inputs {names} to the manifest's {manifest_names}"
+                raise BundleError(message) from None
+        for name, spec in zip(names, self.specs):
+            found = (np.dtype(details[name]["dtype"]).name, [int(d) for d in details[name]["shape"]])
+            if found != (spec["dtype"], list(spec["shape"])):
+                raise BundleError(f"model input {name} is {found}, the manifest says {spec['name']} is "
+                                  f"{(spec['dtype'], spec['shape'])}: the manifest does not describe this model")
+        return names
+
+    def logits(self, encoded: tuple[list, list, list]) -> np.ndarray:
+        arrays = model_inputs(self.specs, *encoded, mask_value=self.mask_value)
+        result = self.runner(**dict(zip(self.input_names, arrays)))
+        logits = next(iter(result.values())).reshape(-1)
+        scale, zero_point = self.output["quantization"]
+        if np.issubdtype(logits.dtype, np.integer) and scale:  # an integer output: dequantize it
+            logits = (logits.astype(np.float32) - zero_point) * scale
+        return logits.astype(np.float32)
+
+    def classify(self, text: str) -> dict:
+        started = time.perf_counter()
+        encoded = self.bundle.tokenizer.encode(text, seq_len=self.seq_len)
+        tokenized = time.perf_counter()
+        logits = self.logits(encoded)
+        finished = time.perf_counter()
+        scores = softmax(logits)
+        labels = self.bundle.labels
+        if len(labels) != len(scores):
+            raise BundleError(f"labels.json has {len(labels)} labels but the model gives {len(scores)} scores")
+        best = int(np.argmax(scores))
+        return {
+            "text": text,
+            "label": labels[best],
+            "label_id": best,
+            "scores": {label: float(score) for label, score in zip(labels, scores)},
+            "logits": [float(v) for v in logits],
+            "tokens": sum(encoded[1]),
+            "tokenize_ms": (tokenized - started) * 1000.0,
+            "inference_ms": (finished - tokenized) * 1000.0,
+        }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Classify texts with a bundle's .tflite model.")
+    parser.add_argument("texts", nargs="*", help="texts to classify; none: read one text per line from stdin")
+    parser.add_argument("--bundle", required=True, help="the bundle folder (holds manifest.json)")
+    parser.add_argument("--model", help="artifact name or file from the manifest (default: first valid tflite)")
+    parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
+                        help="LiteRT runtime; auto: ai-edge-litert if installed, else tflite-runtime")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="interpreter threads (default 1: the toolkit's latency budgets are for one core)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text lines")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        bundle = Bundle(args.bundle)
+        classifier = TfliteClassifier(bundle, bundle.artifact(args.model), args.runtime, args.threads)
+        texts = args.texts or [line.rstrip("\r\n") for line in sys.stdin]
+        results = [classifier.classify(text) for text in texts]
+    except BundleError as err:
+        print(f"classify.py: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"model": classifier.artifact["name"], "runtime": classifier.runtime, "results": results},
+                         ensure_ascii=False, indent=1))  # fmt: skip
+        return 0
+    print(f"# {classifier.artifact['name']} on {classifier.runtime}, {args.threads} thread(s)")
+    for r in results:
+        scores = " ".join(f"{label}={score:.4f}" for label, score in r["scores"].items())
+        print(f"{r['label']:<12} {scores}  {r['inference_ms']:.2f} ms  | {r['text'][:60]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+// classify_pte: classify texts with a bundle's ExecuTorch .pte (XNNPACK), tokenizing in C++ exactly like the host.
+//
+//   classify_pte [--json] [--all-cores] BUNDLE MODEL [TEXT ...]      (no TEXT: one text per line from stdin)
+//
+// BUNDLE is the folder an export wrote (manifest.json, labels.json, tokenizer.json, models/). MODEL is a .pte path,
+// a path inside BUNDLE (models/pte-int8-dynamic.pte) or an artifact name (pte-int8-dynamic). The model inputs are
+// built as the manifest's record for that artifact declares them: input_ids int32, then attention_mask int32 OR
+// mask_bias float32 (0 on tokens, -mask_value on padding), then token_type_ids int32 for pair tasks.
+//
+// For each text it prints the label, the softmax scores and the inference latency (one warm-up inference runs
+// first, so these are steady-state figures). --json prints one JSON document instead. By default ExecuTorch runs
+// on one thread, which is what the toolkit's latency budgets are written for; --all-cores uses its thread pool.
+//
+// Built like toolkit/runner/pte_runner.cpp, against the executorch wheel's shared libraries: see build.sh.
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <iostream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <executorch/extension/module/module.h>
+#include <executorch/extension/tensor/tensor.h>
+#include <executorch/extension/threadpool/threadpool_guard.h>
+
+#include "mini_json.h"
+#include "xlnet_tokenizer.h"
+
+using executorch::aten::ScalarType;
+using executorch::extension::from_blob;
+using executorch::extension::TensorPtr;
+using executorch::extension::module::Module;
+using executorch::extension::threadpool::NoThreadPoolGuard;
+using executorch::runtime::Error;
+using executorch::runtime::EValue;
+
+namespace {
+
+struct InputSpec {
+  std::string name;   // input_ids | attention_mask | mask_bias | token_type_ids
+  std::string dtype;  // int32 | float32
+  std::vector<executorch::aten::SizesType> shape;
+};
+
+struct Result {
+  std::string text;
+  int label_id = 0;
+  std::vector<float> logits, scores;
+  int tokens = 0;
+  double tokenize_ms = 0.0, inference_ms = 0.0;
+};
+
+bool is_file(const std::string& path) {
+  struct stat info;
+  return stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
+}
+
+bool is_dir(const std::string& path) {
+  struct stat info;
+  return stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+}
+
+std::string basename_of(const std::string& path) { return path.substr(path.find_last_of('/') + 1); }
+
+minijson::Value read_bundle_json(const std::string& bundle, const std::string& name) {
+  std::string path = bundle + "/" + name;
+  if (!is_file(path)) throw std::runtime_error(path + " is missing: " + bundle + " is not a complete bundle");
+  return minijson::parse_file(path);
+}
+
+// The manifest record of MODEL: matched by artifact name, by its file inside the bundle, or by file name.
+const minijson::Value& find_artifact(const minijson::Value& manifest, const std::string& model) {
+  std::string listed;
+  for (const auto& record : manifest["artifacts"].items) {
+    const std::string& name = record["name"].as_string();
+    const std::string& file = record["file"].as_string();
+    if (model == name || model == file || basename_of(model) == basename_of(file)) return record;
+    listed += (listed.empty() ? "" : ", ") + name;
+  }
+  throw std::runtime_error("'" + model + "' is not an artifact of this bundle's manifest.json; it has: " +
+                           (listed.empty() ? "none" : listed));
+}
+
+ScalarType scalar_type(const std::string& dtype) {
+  if (dtype == "int32") return ScalarType::Int;
+  if (dtype == "float32") return ScalarType::Float;
+  throw std::runtime_error("input dtype '" + dtype + "' is not one this app builds (int32, float32)");
+}
+
+// Refuse a program whose inputs differ from what the manifest says: feeding it anyway would give garbage labels.
+void check_program_inputs(Module& module, const std::vector<InputSpec>& specs, const std::string& path) {
+  auto meta = module.method_meta("forward");
+  if (!meta.ok()) throw std::runtime_error("'" + path + "' has no 'forward' method");
+  if (meta->num_inputs() != specs.size()) {
+    throw std::runtime_error("the program takes " + std::to_string(meta->num_inputs()) + " inputs, the manifest " +
+                             "lists " + std::to_string(specs.size()) + ": the manifest does not describe this .pte");
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto info = meta->input_tensor_meta(i);
+    bool same = info.ok() && info->scalar_type() == scalar_type(specs[i].dtype) &&
+                info->sizes().size() == specs[i].shape.size();
+    for (size_t d = 0; same && d < specs[i].shape.size(); ++d) same = info->sizes()[d] == specs[i].shape[d];
+    if (!same) {
+      throw std::runtime_error("program input " + std::to_string(i) + " does not match the manifest's " +
+                               specs[i].name + " (" + specs[i].dtype + "): the manifest does not describe this .pte");
+    }
+  }
+}
+
+class PteClassifier {
+ public:
+  PteClassifier(const std::string& bundle, const std::string& model) : tokenizer_(load_tokenizer(bundle)) {
+    minijson::Value manifest = read_bundle_json(bundle, "manifest.json");
+    for (const auto& label : read_bundle_json(bundle, "labels.json").items) labels_.push_back(label.as_string());
+    const minijson::Value* mask_value = manifest["student"]["config"].find("mask_value");
+    mask_value_ = mask_value != nullptr ? static_cast<float>(mask_value->as_number()) : 30.0f;
+
+    const minijson::Value& record = find_artifact(manifest, model);
+    name_ = record["name"].as_string();
+    if (record["format"].as_string() != "pte") {
+      throw std::runtime_error(name_ + " is a " + record["format"].as_string() +
+                               " model; this app runs .pte (use ../classify.py for .tflite)");
+    }
+    path_ = is_file(model) ? model : bundle + "/" + record["file"].as_string();
+    if (!is_file(path_)) throw std::runtime_error("the model file '" + path_ + "' is missing");
+    for (const auto& input : record["inputs"].items) {
+      InputSpec spec{input["name"].as_string(), input["dtype"].as_string(), {}};
+      for (const auto& size : input["shape"].items) spec.shape.push_back(size.as_int());
+      specs_.push_back(spec);
+    }
+    seq_len_ = specs_.at(0).shape.back();
+    if (tokenizer_.sequence_length() != seq_len_) {
+      throw std::runtime_error("tokenizer.json is for length " + std::to_string(tokenizer_.sequence_length()) +
+                               " but " + name_ + " takes " + std::to_string(seq_len_) +
+                               " tokens: the bundle mixes files from different exports");
+    }
+
+    module_ = std::make_unique<Module>(path_, Module::LoadMode::File);
+    if (module_->load() != Error::Ok) {
+      throw std::runtime_error("cannot load '" + path_ + "' as an ExecuTorch program: corrupted, or written by an "
+                               "executorch version other than the one this app was built against");
+    }
+    check_program_inputs(*module_, specs_, path_);
+    if (module_->load_method("forward") != Error::Ok) {
+      throw std::runtime_error("cannot prepare 'forward': a missing operator means a kernel library was not linked");
+    }
+    logits(tokenizer_.encode(""));  // warm-up: XNNPACK sets itself up on the first execute
+  }
+
+  const std::string& name() const { return name_; }
+  const std::vector<std::string>& labels() const { return labels_; }
+
+  Result classify(const std::string& text) {
+    using clock = std::chrono::steady_clock;
+    Result r;
+    r.text = text;
+    auto started = clock::now();
+    Encoded encoded = tokenizer_.encode(text, nullptr, seq_len_);
+    auto tokenized = clock::now();
+    r.logits = logits(encoded);
+    auto finished = clock::now();
+    r.tokenize_ms = std::chrono::duration<double, std::milli>(tokenized - started).count();
+    r.inference_ms = std::chrono::duration<double, std::milli>(finished - tokenized).count();
+    if (r.logits.size() != labels_.size()) {
+      throw std::runtime_error("labels.json has " + std::to_string(labels_.size()) + " labels but the model gives " +
+                               std::to_string(r.logits.size()) + " scores");
+    }
+    for (int32_t m : encoded.mask) r.tokens += m;
+    float top = r.logits[0], total = 0.0f;
+    for (size_t c = 0; c < r.logits.size(); ++c) {
+      if (r.logits[c] > top) { top = r.logits[c]; r.label_id = static_cast<int>(c); }
+    }
+    for (float v : r.logits) { r.scores.push_back(std::exp(v - top)); total += r.scores.back(); }
+    for (float& s : r.scores) s /= total;
+    return r;
+  }
+
+ private:
+  static XLNetTokenizer load_tokenizer(const std::string& bundle) {
+    if (!is_dir(bundle)) {
+      throw std::runtime_error("no bundle folder at '" + bundle + "': pass the folder an export wrote");
+    }
+    return XLNetTokenizer(read_bundle_json(bundle, "tokenizer.json"));
+  }
+
+  // One forward pass; the inputs are built in the manifest's order and dtypes.
+  std::vector<float> logits(const Encoded& encoded) {
+    std::vector<std::vector<int32_t>> int_inputs;
+    std::vector<std::vector<float>> float_inputs;
+    int_inputs.reserve(specs_.size());  // no reallocation: the tensors below point into these vectors
+    float_inputs.reserve(specs_.size());
+    std::vector<TensorPtr> tensors;
+    std::vector<EValue> inputs;
+    for (const InputSpec& spec : specs_) {
+      if (spec.name == "input_ids") int_inputs.push_back(encoded.ids);
+      else if (spec.name == "attention_mask") int_inputs.push_back(encoded.mask);
+      else if (spec.name == "token_type_ids") int_inputs.push_back(encoded.types);
+      else if (spec.name == "mask_bias") {
+        std::vector<float> bias;
+        for (int32_t m : encoded.mask) bias.push_back((1.0f - static_cast<float>(m)) * -mask_value_);
+        float_inputs.push_back(std::move(bias));
+      } else {
+        throw std::runtime_error("the model wants an input named '" + spec.name + "', which this app cannot build");
+      }
+      bool is_float = spec.name == "mask_bias";
+      if (scalar_type(spec.dtype) != (is_float ? ScalarType::Float : ScalarType::Int)) {
+        throw std::runtime_error("the manifest declares " + spec.name + " as " + spec.dtype + ", which this app does "
+                                 "not build (int32 ids/masks/types, float32 mask_bias)");
+      }
+      void* data = is_float ? static_cast<void*>(float_inputs.back().data()) : int_inputs.back().data();
+      tensors.push_back(from_blob(data, spec.shape, scalar_type(spec.dtype)));
+      inputs.emplace_back(tensors.back());
+    }
+    auto result = module_->execute("forward", inputs);
+    if (!result.ok() || result->empty() || !result->at(0).isTensor()) {
+      throw std::runtime_error(std::string("forward failed (") + executorch::runtime::to_string(result.error()) + ")");
+    }
+    const auto& out = result->at(0).toTensor();
+    if (out.scalar_type() != ScalarType::Float) throw std::runtime_error("output 0 is not float32 logits");
+    const float* values = out.const_data_ptr<float>();
+    return std::vector<float>(values, values + out.numel());
+  }
+
+  XLNetTokenizer tokenizer_;
+  std::vector<std::string> labels_;
+  float mask_value_ = 30.0f;
+  std::string name_, path_;
+  std::vector<InputSpec> specs_;
+  int seq_len_ = 0;
+  std::unique_ptr<Module> module_;
+};
+
+// A JSON string literal: quotes, backslashes and control characters escaped; other UTF-8 bytes kept as they are.
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
+      out += escaped;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+void print_json(const PteClassifier& app, const std::vector<Result>& results) {
+  const auto& labels = app.labels();
+  std::printf("{\"model\": %s, \"runtime\": \"executorch\", \"results\": [", json_string(app.name()).c_str());
+  for (size_t i = 0; i < results.size(); ++i) {
+    const Result& r = results[i];
+    std::printf("%s\n {\"text\": %s, \"label\": %s, \"label_id\": %d, \"scores\": {", i ? "," : "",
+                json_string(r.text).c_str(), json_string(labels[r.label_id]).c_str(), r.label_id);
+    for (size_t c = 0; c < r.scores.size(); ++c) {
+      std::printf("%s%s: %.9g", c ? ", " : "", json_string(labels[c]).c_str(), r.scores[c]);
+    }
+    std::printf("}, \"logits\": [");
+    for (size_t c = 0; c < r.logits.size(); ++c) std::printf("%s%.9g", c ? ", " : "", r.logits[c]);
+    std::printf("], \"tokens\": %d, \"tokenize_ms\": %.4f, \"inference_ms\": %.4f}", r.tokens, r.tokenize_ms,
+                r.inference_ms);
+  }
+  std::printf("\n]}\n");
+}
+
+void print_lines(const PteClassifier& app, const std::vector<Result>& results, bool all_cores) {
+  std::printf("# %s on executorch (XNNPACK), %s\n", app.name().c_str(), all_cores ? "all cores" : "1 thread");
+  for (const Result& r : results) {
+    std::printf("%-12s", app.labels()[r.label_id].c_str());
+    for (size_t c = 0; c < r.scores.size(); ++c) std::printf(" %s=%.4f", app.labels()[c].c_str(), r.scores[c]);
+    std::printf("  %.2f ms  | %s\n", r.inference_ms, r.text.substr(0, 60).c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool json = false, all_cores = false;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--json") json = true;
+    else if (arg == "--all-cores") all_cores = true;
+    else positional.push_back(arg);
+  }
+  if (positional.size() < 2) {
+    std::fprintf(stderr, "usage: %s [--json] [--all-cores] BUNDLE MODEL [TEXT ...]\n"
+                 "  MODEL: a .pte path, a path inside BUNDLE, or an artifact name from manifest.json\n"
+                 "  no TEXT: classify each line of stdin\n", argv[0]);
+    return 64;
+  }
+  std::unique_ptr<NoThreadPoolGuard> single_thread;
+  if (!all_cores) single_thread = std::make_unique<NoThreadPoolGuard>();
+  try {
+    PteClassifier app(positional[0], positional[1]);
+    std::vector<std::string> texts(positional.begin() + 2, positional.end());
+    if (texts.empty()) {
+      for (std::string line; std::getline(std::cin, line);) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        texts.push_back(line);
+      }
+    }
+    std::vector<Result> results;
+    for (const auto& text : texts) results.push_back(app.classify(text));
+    if (json) print_json(app, results);
+    else print_lines(app, results, all_cores);
+  } catch (const std::exception& err) {
+    std::fprintf(stderr, "classify_pte: error: %s\n", err.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,378 @@
+"""The Raspberry Pi sample apps on a real (tiny) bundle: the Python .tflite app and the C++ ExecuTorch app.
+
+What is checked, each against the HOST (the host encoder's inputs run by ``run_tflite`` / ``run_pte``):
+- both apps on the host, for the attention_mask bundle and the NNAPI-style additive_bias bundle;
+- both apps UNDER EMULATION on the Raspberry Pi 4 CPU (qemu-aarch64 -cpu cortex-a72 with the rootfs, fake
+  /proc/cpuinfo and runtime site folders that ``toolkit.emulate`` uses): same labels, fp32 logits within 1e-5;
+  the Python app with ai-edge-litert and with tflite-runtime 2.14;
+- the C++ tokenizer gives exactly the host encoder's ids, mask and types on all 872 SST-2 dev sentences, the
+  awkward-Unicode set and sentence pairs (x86_64 build, and the aarch64 build under emulation);
+- clear errors for a missing bundle or model.
+
+Run with ``-s`` to see the counts and the emulated timings. Emulator tests are marked ``emulator``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.bundle_fixture import build_tiny_bundle, bundle_encoder, host_inputs, sst2_dev_sentences
+from tests.test_tokenizer_parity import AWKWARD, PAIRS
+from toolkit import emulate
+from toolkit.export_pte import run_pte
+from toolkit.export_tflite import run_tflite
+from toolkit.files import PROJECT_ROOT, cache_dir
+from toolkit.profiles import load_profile
+from toolkit.pte_runner import (
+    DEVICE_EXECUTORCH_LIB,
+    aarch64_executorch_dir,
+    host_executorch_dir,
+    new_partial_dir,
+    publish_dir,
+)
+from toolkit.tokenizer import XLNetTextEncoder, build_xlnet_tokenizer
+
+APP_DIR = PROJECT_ROOT / "sample_apps" / "raspberry_pi"
+ANDROID_DIR = PROJECT_ROOT / "sample_apps" / "android"
+# The Android app's bundle handling is pure Kotlin: it compiles on the JVM with the tokenizer module.
+KOTLIN_SOURCES = [*sorted((ANDROID_DIR / "tokenizer" / "src" / "main").rglob("*.kt")),
+                  ANDROID_DIR / "app/src/main/kotlin/org/xlnetedge/app/Bundle.kt",
+                  ANDROID_DIR / "app/src/test/kotlin/org/xlnetedge/app/BundleInputsMain.kt"]  # fmt: skip
+CPP_DIR = APP_DIR / "cpp"
+CPP_SOURCES = ("build.sh", "classify_pte.cpp", "mini_json.h", "xlnet_tokenize.cpp", "xlnet_tokenizer.cpp",
+               "xlnet_tokenizer.h")  # fmt: skip
+PI4 = load_profile("raspberry-pi-4").device  # cortex-a72
+FP32_ATOL = 1e-5  # same runtime, fp32, x86 vs emulated ARM: measured differences are ~1e-7
+SENTENCES = [
+    "it 's a charming and often affecting journey . ",
+    "unflinchingly bleak and desperate ",
+    "Café naïve façade : a résumé of crème brûlée",
+    "😊 great fun 👍🏽 ❤️ 生活",
+    "",
+    "the film is long , " * 12,  # past the bundle's 32 tokens: truncated
+]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def build_cpp_app(arch: str) -> Path:
+    """Build (or reuse) classify_pte and xlnet_tokenize for ``arch`` with the app's build.sh; returns their folder.
+
+    Cached under ``cache_dir("sample_apps")`` by a hash of the sources, the arch and the executorch libraries.
+    x86_64 links the installed executorch wheel; aarch64 is cross-built against the aarch64 wheel and finds its
+    libraries at /opt/executorch/lib, where the emulator's rootfs (and the README's Pi install) puts them.
+    """
+    if arch == "x86_64":
+        executorch_dir, rpath = host_executorch_dir(), None
+        version = importlib.metadata.version("executorch")
+    else:
+        executorch_dir, rpath = aarch64_executorch_dir(), DEVICE_EXECUTORCH_LIB
+        version = "aarch64 wheel"
+    digest = hashlib.sha256(f"{arch}\0{executorch_dir}\0{version}".encode())
+    for name in CPP_SOURCES:
+        digest.update(name.encode() + b"\0" + (CPP_DIR / name).read_bytes())
+    folder = cache_dir("sample_apps") / f"cpp-{arch}-{digest.hexdigest()[:16]}"
+    if (folder / ".complete").is_file():
+        return folder
+    partial = new_partial_dir(folder)
+    command = ["sh", str(CPP_DIR / "build.sh"), arch, str(executorch_dir), str(partial)] + ([rpath] if rpath else [])
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RuntimeError(f"building the {arch} C++ app failed:\n$ {' '.join(command)}\n{result.stderr[-4000:]}")
+    (partial / ".complete").write_text(" ".join(command) + "\n")
+    return publish_dir(partial, folder, ".complete")
+
+
+def android_bundle_jar() -> Path:
+    """Compile the Android app's Bundle.kt + the tokenizer module + a JVM main once per source version (~15 s)."""
+    kotlinc = shutil.which("kotlinc")
+    if kotlinc is None:
+        pytest.skip("kotlinc not installed (apt-get install kotlin)")
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in KOTLIN_SOURCES)).hexdigest()[:16]
+    jar = cache_dir("sample_apps", "kotlin") / f"bundle-inputs-{digest}.jar"
+    if not jar.is_file():
+        partial = jar.with_suffix(".partial.jar")
+        result = subprocess.run([kotlinc, *map(str, KOTLIN_SOURCES), "-include-runtime", "-d", str(partial)],
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        partial.replace(jar)
+    return jar
+
+
+def run_emulated(program: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a guest program on the emulated Raspberry Pi 4 CPU, as toolkit.emulate does; (result, wall seconds)."""
+    command = [emulate.QEMU, "-cpu", PI4.qemu_cpu, "-L", str(emulate.device_root(PI4)), *program]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return result, time.monotonic() - started
+
+
+def app_json(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def assert_matches_host(output: dict, bundle: Path, host_logits: np.ndarray) -> None:
+    """Same texts in order, same labels as the host's argmax, logits within the fp32 tolerance."""
+    results = output["results"]
+    labels = json.loads((bundle / "labels.json").read_text())
+    assert [r["text"] for r in results] == SENTENCES
+    assert [r["label"] for r in results] == [labels[i] for i in host_logits.argmax(axis=1)]
+    np.testing.assert_allclose(np.array([r["logits"] for r in results]), host_logits, rtol=0, atol=FP32_ATOL)
+    for r in results:
+        assert sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def python_app_command(bundle: Path, *args: str) -> list[str]:
+    return [str(APP_DIR / "classify.py"), "--bundle", str(bundle), "--json", *args, *SENTENCES]
+
+
+def tokenizer_cases() -> list:
+    """SST-2 dev, the awkward set (accents, emoji, CJK, long inputs, empty strings ...), then [text, pair] pairs."""
+    return sst2_dev_sentences() + AWKWARD + [list(pair) for pair in PAIRS]
+
+
+def host_encodings(encoder: XLNetTextEncoder, seq_len: int) -> list[list[list[int]]]:
+    """[ids, mask, types] per tokenizer case, from the host encoder."""
+    singles = sst2_dev_sentences() + AWKWARD
+    out = []
+    for batch in (encoder.encode(singles, seq_len=seq_len),
+                  encoder.encode([a for a, _ in PAIRS], pairs=[b for _, b in PAIRS], seq_len=seq_len)):  # fmt: skip
+        out += [[batch.input_ids[i].tolist(), batch.attention_mask[i].tolist(), batch.token_type_ids[i].tolist()]
+                for i in range(len(batch))]  # fmt: skip
+    return out
+
+
+def parse_tokenize_output(stdout: str) -> list[list[list[int]]]:
+    """xlnet_tokenize prints ``ids<TAB>mask<TAB>types`` per case."""
+    return [[[int(v) for v in field.split()] for field in line.split("\t")] for line in stdout.splitlines()]
+
+
+def mismatches(got: list, expected: list) -> list[int]:
+    """Indexes of the cases whose encodings differ."""
+    assert len(got) == len(expected), f"{len(got)} lines for {len(expected)} cases"
+    return [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]
+
+
+def group_counts(wrong: list[int]) -> str:
+    """'872/872 SST-2 dev, 26/26 awkward, 4/4 pairs' identical, for the tokenizer_cases() order."""
+    groups = [("SST-2 dev", 872), ("awkward", len(AWKWARD)), ("pairs", len(PAIRS))]
+    parts, start = [], 0
+    for name, size in groups:
+        bad = sum(1 for i in wrong if start <= i < start + size)
+        parts.append(f"{size - bad}/{size} {name}")
+        start += size
+    return ", ".join(parts) + " identical"
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def bias_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The NNAPI-style signature: a float32 mask_bias input instead of the int32 attention_mask."""
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-bias", mask_input="additive_bias")
+
+
+@pytest.fixture(scope="module")
+def host_cpp() -> Path:
+    return build_cpp_app("x86_64")
+
+
+@pytest.fixture(scope="module")
+def emulator() -> None:
+    missing = emulate._missing_tools()
+    if missing:
+        pytest.skip("emulator not installed: sudo scripts/install-emulator-deps.sh\n" + "\n".join(missing))
+    emulate.ensure_rootfs()
+
+
+@pytest.fixture(scope="module")
+def device_cpp(emulator: None) -> Path:
+    return build_cpp_app("aarch64")
+
+
+# ------------------------------------------------------------------------------------------------ on the host
+
+
+@pytest.mark.parametrize("which", ["bundle", "bias_bundle"])
+def test_python_app_on_host_matches_host_runtime(which: str, request: pytest.FixtureRequest) -> None:
+    folder: Path = request.getfixturevalue(which)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tflite = next(a for a in manifest["artifacts"] if a["format"] == "tflite")
+    assert [i["name"] for i in tflite["inputs"]][1] == ("attention_mask" if which == "bundle" else "mask_bias")
+    result = subprocess.run([sys.executable, *python_app_command(folder, "--runtime", "ai-edge-litert")],
+                            capture_output=True, text=True)  # fmt: skip
+    output = app_json(result)
+    assert output["model"] == tflite["name"] and output["runtime"] == "ai-edge-litert"
+    assert_matches_host(output, folder, run_tflite(folder / tflite["file"], host_inputs(folder, SENTENCES)))
+
+
+@pytest.mark.parametrize("which", ["bundle", "bias_bundle"])
+def test_cpp_app_on_host_matches_host_runtime(which: str, request: pytest.FixtureRequest, host_cpp: Path) -> None:
+    folder: Path = request.getfixturevalue(which)
+    result = subprocess.run([str(host_cpp / "classify_pte"), "--json", str(folder), "pte-fp32", *SENTENCES],
+                            capture_output=True, text=True)  # fmt: skip
+    output = app_json(result)
+    assert output["model"] == "pte-fp32"
+    assert_matches_host(output, folder, run_pte(folder / "models" / "pte-fp32.pte", host_inputs(folder, SENTENCES)))
+
+
+@pytest.mark.parametrize("which", ["bundle", "bias_bundle"])
+def test_android_app_builds_the_manifest_inputs(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The Android app's input building (Bundle.kt, run on the JVM): int32 ids/masks, float32 mask_bias, in the
+    manifest's order, equal to the host's model_inputs for both the tflite and the pte artifact."""
+    folder: Path = request.getfixturevalue(which)
+    (tmp_path / "texts.json").write_text(json.dumps(SENTENCES, ensure_ascii=False), encoding="utf-8")
+    result = subprocess.run(["java", "-cp", str(android_bundle_jar()), "org.xlnetedge.app.BundleInputsMainKt",
+                             str(folder), str(tmp_path / "texts.json")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    host = host_inputs(folder, SENTENCES)
+    expected = []
+    for artifact in (next(a for a in manifest["artifacts"] if a["format"] == f) for f in ("tflite", "pte")):
+        for n in range(len(SENTENCES)):
+            for spec, array in zip(artifact["inputs"], host, strict=True):
+                assert array.dtype == np.dtype(spec["dtype"])
+                expected.append([artifact["name"], spec["name"], spec["dtype"], array[n].tolist()])
+    got = [[name, input_name, dtype, [(float if dtype == "float32" else int)(v) for v in values.split()]]
+           for name, input_name, dtype, values in rows]  # fmt: skip
+    assert got == expected
+
+
+def test_apps_read_stdin_and_print_one_line_per_text(bundle: Path, host_cpp: Path) -> None:
+    """Without texts on the command line both apps classify stdin line by line and print readable lines."""
+    stdin = "it 's a charming and often affecting journey . \r\nunflinchingly bleak and desperate \n"
+    expected = json.loads((bundle / "labels.json").read_text())
+    host = run_pte(bundle / "models" / "pte-fp32.pte", host_inputs(bundle, stdin.replace("\r", "").splitlines()))
+    commands = [[sys.executable, str(APP_DIR / "classify.py"), "--bundle", str(bundle)],
+                [str(host_cpp / "classify_pte"), str(bundle), "pte-fp32"]]  # fmt: skip
+    for command in commands:
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+        assert [line.split()[0] for line in lines] == [expected[i] for i in host.argmax(axis=1)], result.stdout
+        assert all(" ms  | " in line and "negative=" in line for line in lines)
+
+
+def test_apps_report_a_missing_bundle_or_model(bundle: Path, host_cpp: Path, tmp_path: Path) -> None:
+    python_app = [sys.executable, str(APP_DIR / "classify.py")]
+    checks = [
+        (python_app + ["--bundle", str(tmp_path / "nowhere"), "x"], "no bundle folder at"),
+        (python_app + ["--bundle", str(bundle), "--model", "tflite-nope", "x"], "no artifact named 'tflite-nope'"),
+        (python_app + ["--bundle", str(bundle), "--model", "pte-fp32", "x"], "this app runs .tflite"),
+        ([str(host_cpp / "classify_pte"), str(tmp_path / "nowhere"), "pte-fp32", "x"], "no bundle folder at"),
+        ([str(host_cpp / "classify_pte"), str(bundle), "pte-nope", "x"], "'pte-nope' is not an artifact"),
+        ([str(host_cpp / "classify_pte"), str(bundle), "tflite-fp32", "x"], "this app runs .pte"),
+    ]
+    for command, message in checks:
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 2 and message in result.stderr, (command, result.stderr[-1000:])
+    (tmp_path / "partial").mkdir()
+    shutil.copy(bundle / "manifest.json", tmp_path / "partial")
+    result = subprocess.run(python_app + ["--bundle", str(tmp_path / "partial"), "x"], capture_output=True, text=True)
+    assert result.returncode == 2 and "labels.json is missing" in result.stderr
+
+
+@pytest.mark.parametrize("vocab", ["full", "trimmed"])
+def test_cpp_tokenizer_matches_host_encoder(vocab: str, bundle: Path, host_cpp: Path, tmp_path: Path) -> None:
+    seq_len = 64  # longer than the bundle's 32, so fewer cases are truncated and more ids are compared
+    encoder = XLNetTextEncoder(build_xlnet_tokenizer()) if vocab == "full" else bundle_encoder(bundle)
+    tokenizer_json = encoder.export_portable(tmp_path / "tokenizer.json", seq_len)
+    cases = tokenizer_cases()
+    (tmp_path / "cases.json").write_text(json.dumps(cases, ensure_ascii=False), encoding="utf-8")
+    result = subprocess.run([str(host_cpp / "xlnet_tokenize"), str(tokenizer_json), str(tmp_path / "cases.json")],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    wrong = mismatches(parse_tokenize_output(result.stdout), host_encodings(encoder, seq_len))
+    print(f"\nC++ tokenizer ({vocab} vocab, x86_64) vs host: {group_counts(wrong)}")
+    assert wrong == [], [repr(cases[i])[:60] for i in wrong[:5]]
+
+
+def test_cpp_tokenizer_matches_host_on_random_unicode(host_cpp: Path, tmp_path: Path) -> None:
+    """2,000 random strings over the characters that exercise every normalisation and segmentation rule.
+
+    The same pool and seed as test_tokenizer_parity's random test of the Python app tokenizer.
+    """
+    pool = list("abc XYZ 019,.()\"'`-–£€<>\t\n\r") + ["<s>", "<sep>", "<mask>", "``", "''", "▁"] + [
+        chr(c) for c in (0xA0, 0x200B, 0x200C, 0x200D, 0xFEFF, 0x301, 0x7FD, 0x1F3FB, 0xE0061, 0x600, 0x110BD, 0xE33,
+                         0x1100, 0x1161, 0xAC00, 0xFF21, 0xFB01, 0x2028, 0x85, 0x3000, 0x1F600, 0x4E2D, 0x627, 0xE9,
+                         0x212B, 0xFDFA, 0x3392, 0x0B, 0x7F, 0xAD, 0x2060, 0xFE0F, 0x1F1EB, 0xFF9E, 0xE35, 0x93F)]
+    rng = random.Random(1234)
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 25))) for _ in range(2000)]
+    encoder = XLNetTextEncoder(build_xlnet_tokenizer())
+    tokenizer_json = encoder.export_portable(tmp_path / "tokenizer.json", 64)
+    (tmp_path / "cases.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    result = subprocess.run([str(host_cpp / "xlnet_tokenize"), str(tokenizer_json), str(tmp_path / "cases.json")],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    got = [line[0] for line in parse_tokenize_output(result.stdout)]
+    wrong = mismatches(got, encoder.encode(texts, seq_len=64).input_ids.tolist())
+    assert wrong == [], [texts[i] for i in wrong[:5]]
+
+
+# ------------------------------------------------------------------------------------------------ emulated Pi 4
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize("runtime", list(emulate.RUNTIME_SITES))
+def test_python_app_on_emulated_pi4_matches_host(emulator: None, bundle: Path, runtime: str) -> None:
+    """The app as a Pi runs it: Debian's arm64 python3 with only numpy + one LiteRT runtime on its path."""
+    site, _ = emulate.RUNTIME_SITES[runtime]
+    python3 = emulate.device_root(PI4) / "usr" / "bin" / "python3"
+    result, wall = run_emulated([str(python3), *python_app_command(bundle, "--runtime", runtime)],
+                                emulate._guest_env(site))  # fmt: skip
+    output = app_json(result)
+    assert output["runtime"] == runtime
+    # The host reference runs the same runtime package (TF's and LiteRT's kernels differ; see export-facts).
+    host = run_tflite(bundle / "models" / "tflite-fp32.tflite", host_inputs(bundle, SENTENCES), runtime)
+    assert_matches_host(output, bundle, host)
+    latencies = [round(r["inference_ms"], 1) for r in output["results"]]
+    print(f"\nclassify.py/{runtime} on emulated {PI4.qemu_cpu}: {len(SENTENCES)} texts, labels match the host; "
+          f"process {wall:.1f} s, emulated inference ms {latencies}")  # fmt: skip
+
+
+@pytest.mark.emulator
+def test_cpp_app_on_emulated_pi4_matches_host(bundle: Path, device_cpp: Path) -> None:
+    result, wall = run_emulated([str(device_cpp / "classify_pte"), "--json", str(bundle), "pte-fp32", *SENTENCES],
+                                emulate._guest_env())  # fmt: skip
+    output = app_json(result)
+    assert_matches_host(output, bundle, run_pte(bundle / "models" / "pte-fp32.pte", host_inputs(bundle, SENTENCES)))
+    latencies = [round(r["inference_ms"], 1) for r in output["results"]]
+    print(f"\nclassify_pte on emulated {PI4.qemu_cpu}: {len(SENTENCES)} texts, labels match the host; "
+          f"process {wall:.1f} s, emulated inference ms {latencies}")  # fmt: skip
+
+
+@pytest.mark.emulator
+def test_cpp_tokenizer_on_emulated_pi4_matches_host(bundle: Path, device_cpp: Path, tmp_path: Path) -> None:
+    """The aarch64 build on the whole set: catches ARM-only differences (plain char is unsigned there)."""
+    cases = tokenizer_cases()
+    (tmp_path / "cases.json").write_text(json.dumps(cases, ensure_ascii=False), encoding="utf-8")
+    result, wall = run_emulated([str(device_cpp / "xlnet_tokenize"), str(bundle / "tokenizer.json"),
+                                 str(tmp_path / "cases.json")], emulate._guest_env())  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    spec = json.loads((bundle / "tokenizer.json").read_text())
+    encoder = bundle_encoder(bundle)
+    wrong = mismatches(parse_tokenize_output(result.stdout), host_encodings(encoder, spec["sequence_length"]))
+    print(f"\nC++ tokenizer (aarch64 on emulated {PI4.qemu_cpu}, bundle vocab) vs host: {group_counts(wrong)}, "
+          f"{wall:.1f} s")  # fmt: skip
+    assert wrong == [], [repr(cases[i])[:60] for i in wrong[:5]]
