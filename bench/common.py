@@ -26,6 +26,13 @@ def write_section(name: str, text: str, path: Path = BENCHMARKS_MD) -> None:
     atomic_write_text(path, updated)
 
 
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def machine_line() -> str:
-    versions = ", ".join(f"{n} {metadata.version(n)}" for n in ("torch", "executorch", "ai-edge-litert", "onnxruntime"))
+    versions = ", ".join(f"{n} {_version(n)}" for n in ("torch", "executorch", "ai-edge-litert", "onnxruntime"))
     return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}; {versions}"

@@ -5,11 +5,15 @@ a profile, evaluates on the 872-sentence dev split, and writes the figures (accu
 against an xlnet-base-shaped teacher; trimmed vocabulary; wall time) to the ``distill`` section of BENCHMARKS.md.
 
     python bench/distill.py [--target arm64-cpu] [--epochs 4] [--train PATH --dev PATH] [--teacher DIR]
+    python bench/distill.py --report out/bench-distill/arm64-cpu/distill_report.json --measured-on "..."
+
+``--report`` renders the section from a finished run's distill_report.json (e.g. one run on a GPU machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,27 +37,33 @@ def main() -> None:
     parser.add_argument("--dev", type=Path, default=SHARED_SST2 / "dev.tsv")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", type=Path, default=Path("out/bench-distill"))
+    parser.add_argument("--report", type=Path, help="render from this distill_report.json instead of distilling")
+    parser.add_argument("--measured-on", default=None, help="where --report was measured")
     args = parser.parse_args()
 
     started = time.time()
-    profile = load_profile(args.target)
     train = load_labelled(args.train)
     dev = load_labelled(args.dev, label_names=train.label_names)
-    teacher = args.teacher or demo_teacher()
-    result = distill(teacher, train, dev, profile, args.out / profile.name, DistillSettings(epochs=args.epochs), resume=True)
-    r = result.report
+    if args.report:
+        r = json.loads(args.report.read_text())
+    else:
+        profile = load_profile(args.target)
+        teacher = args.teacher or demo_teacher()
+        settings = DistillSettings(epochs=args.epochs)
+        r = distill(teacher, train, dev, profile, args.out / profile.name, settings, resume=True).report
     base = xlnet_parameters(**XLNET_BASE)
+    teacher_shape = r.get("teacher_shape") or json.loads((demo_teacher() / "config.json").read_text())
     shape = r["shape"]
     text = f"""## Distillation (SST-2, full train split)
 
-Measured {time.strftime('%Y-%m-%d')} on {machine_line()}.
+Measured {time.strftime('%Y-%m-%d')} on {args.measured_on or machine_line()}.
 Command: `python bench/distill.py --target {args.target} --epochs {args.epochs}` (train {len(train):,} phrases,
 dev {len(dev)} sentences; teacher: {'demo teacher' if args.teacher is None else args.teacher}).
 
 | model | layers × width | vocab | parameters | fp32 bytes | SST-2 dev accuracy |
 |---|---|---|---|---|---|
 | xlnet-base-shaped teacher (reference size) | 12 × 768 | 32,000 | {base:,} | {4 * base / 1e6:.1f} MB | (≈ 94.4% when pretrained; not available offline) |
-| demo teacher | see teacher card | 32,000 | {r['teacher_parameters']:,} | {r['teacher_bytes_fp32'] / 1e6:.1f} MB | {r['teacher_dev_accuracy']:.4f} |
+| demo teacher | {teacher_shape['n_layer']} × {teacher_shape['d_model']} | 32,000 | {r['teacher_parameters']:,} | {r['teacher_bytes_fp32'] / 1e6:.1f} MB | {r['teacher_dev_accuracy']:.4f} |
 | fp32 student | {shape['n_layer']} × {shape['d_model']} | {r['vocab']['student']:,} | {r['student_parameters']:,} | {r['student_bytes_fp32'] / 1e6:.1f} MB | {r['student_dev_accuracy']:.4f} |
 
 - Accuracy retention: **{r['retention']:.1%}** of the teacher (goal ≥ 97%).
@@ -65,7 +75,7 @@ dev {len(dev)} sentences; teacher: {'demo teacher' if args.teacher is None else 
   {r['vocab']['dev_token_coverage']:.2%} of dev tokens (the trimmed tokenizer re-segments the rest with kept pieces).
 - Initialisation: {r['init']['scheme']} (teacher layers {r['init']['teacher_layers'] or 'none: narrower student'}).
 - Dev accuracy per epoch: {', '.join(f"{h['dev_accuracy']:.4f}" for h in r['history'])}; best epoch {r['student_best_epoch']}.
-- Wall time: distillation {r['wall_seconds']:.0f} s (teacher logits once + {r['epochs_run']} epochs), whole bench {time.time() - started:.0f} s.
+- Wall time: distillation {r['wall_seconds']:.0f} s (teacher logits once + {r['epochs_run']} epochs){'' if args.report else f", whole bench {time.time() - started:.0f} s"}.
 """
     write_section("distill", text)
     print(text)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -28,9 +27,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_section  # noqa: E402
+
 from toolkit.checks import compare_logits
 from toolkit.export_pte import export_pte, load_pte_method, set_pte_threads, student_logits
-from toolkit.files import PROJECT_ROOT, atomic_write_text
+from toolkit.files import PROJECT_ROOT
 from toolkit.profiles import Artifact
 from toolkit.student import (
     FixedLengthClassifier,
@@ -41,7 +43,6 @@ from toolkit.student import (
     model_inputs,
 )
 
-BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
 
 
 @dataclass
@@ -169,12 +170,31 @@ def ort_int8_contestant(student: XLNetStudent, folder: Path) -> Contestant:
     return Contestant("ONNX Runtime int8 (dynamic)", infer, int8_path.stat().st_size, note, is_int8_program=True)
 
 
+def tflite_contestant(student: XLNetStudent, recipe: str, folder: Path, calibration: list[np.ndarray]) -> Contestant:
+    """A .tflite recipe run by ai-edge-litert with one thread (its default XNNPACK delegate on)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from toolkit.export_tflite import export_tflite, signature_names
+
+    path = folder / f"student-{recipe}.tflite"
+    artifact = Artifact(format="tflite", recipe=recipe, runtime="ai-edge-litert", delegate="xnnpack")
+    result = export_tflite(student, artifact, path, calibration if recipe == "full-int8" else None)
+    key, names = signature_names(path.read_bytes())
+    runner = Interpreter(model_path=str(path), num_threads=1).get_signature_runner(key)
+
+    def infer(sample: list[np.ndarray]) -> np.ndarray:
+        return next(iter(runner(**dict(zip(names, sample))).values())).reshape(1, -1)
+
+    return Contestant(f".tflite {recipe} (LiteRT)", infer, result.bytes, "ai-edge-litert", is_int8_program=recipe != "fp32")
+
+
 def contestants(args, student: XLNetStudent, folder: Path, calibration: list[np.ndarray]) -> list[Contestant]:
     """The line-up, in table order. A new runtime is one more line here."""
     return [
         teacher_contestant(args.teacher, student.config.num_labels),
         student_eager_contestant(student),
         *(pte_contestant(student, recipe, folder, calibration) for recipe in args.recipes),
+        *(tflite_contestant(student, recipe, folder, calibration) for recipe in args.tflite_recipes),
         ort_int8_contestant(student, folder),
     ]
 
@@ -216,8 +236,7 @@ def machine_line() -> str:
 def markdown(args, config: StudentConfig, rows: list[tuple[Contestant, float]], agreement: list[str]) -> str:
     teacher_ms = rows[0][1]
     lines = [
-        BEGIN,
-        "## Latency: teacher vs student vs .pte vs ONNX Runtime",
+        "## Latency: teacher vs student vs .pte vs .tflite vs ONNX Runtime",
         "",
         f"Student: {config.n_layer} layers, d_model {config.d_model}, vocab {config.vocab_size}, "
         f"{'loaded from ' + str(args.student) if args.student else 'random weights'}. "
@@ -233,7 +252,8 @@ def markdown(args, config: StudentConfig, rows: list[tuple[Contestant, float]], 
         lines.append(f"| {contestant.name} | {ms:.2f} | {teacher_ms / ms:.1f}x | {size} | {contestant.size_note} |")
     lines += [
         "",
-        f"int8 programs vs the fp32 eager student on {args.agreement_samples} random tokenizer-shaped inputs "
+        f"int8 programs vs the fp32 eager student on {args.agreement_samples} "
+        f"{'real dev texts' if args.student and args.texts else 'random tokenizer-shaped inputs'} "
         f"({agreement_caveat(args)}):",
         "",
         "| program | argmax agreement | max abs logit diff | rel. RMS error | labels of the fp32 student |",
@@ -241,7 +261,6 @@ def markdown(args, config: StudentConfig, rows: list[tuple[Contestant, float]], 
         *agreement,
         "",
         f"Reproduce: `{args.command}`",
-        END,
     ]
     return "\n".join(lines) + "\n"
 
@@ -252,17 +271,6 @@ def agreement_caveat(args) -> str:
     if args.spread_head:
         return "random student with its head fitted to split these inputs between the labels"
     return "random student: its logits are nearly constant, so agreement is trivial; use --student or --spread-head"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this bench's marked section of BENCHMARKS.md (or append it), leaving other sections alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text)
 
 
 def agreement_rows(items: list[Contestant], inputs: list[np.ndarray], reference: np.ndarray) -> list[str]:
@@ -294,6 +302,8 @@ def parse_args() -> argparse.Namespace:
         "--spread-head", action="store_true", help="random student only: fit its head so labels split the inputs"
     )
     parser.add_argument("--recipes", nargs="+", default=["fp32", "int8-dynamic", "int8-static"])
+    parser.add_argument("--tflite-recipes", nargs="+", default=["fp32", "dynamic-int8", "full-int8"])
+    parser.add_argument("--texts", type=Path, help="with --student: real labelled texts (TSV) for calibration/agreement")
     parser.add_argument("--calibration-samples", type=int, default=32)
     parser.add_argument("--agreement-samples", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=5)
@@ -303,6 +313,21 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.command = "python bench/latency.py " + " ".join(sys.argv[1:])
     return args
+
+
+def real_encoded(args, config: StudentConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Calibration and agreement inputs from real texts, tokenized with the student's own tokenizer."""
+    from toolkit.data import load_labelled
+    from toolkit.tokenizer import XLNetTextEncoder
+
+    encoder = XLNetTextEncoder.from_pretrained(args.student)
+    texts = load_labelled(args.texts).texts
+    def encode(chunk: list[str]) -> list[np.ndarray]:
+        batch = encoder.encode(chunk, seq_len=config.seq_len)
+        return model_inputs(config, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    calibration = texts[: args.calibration_samples]
+    agreement = texts[args.calibration_samples : args.calibration_samples + args.agreement_samples]
+    return encode(calibration), encode(agreement)
 
 
 def build_student(args) -> XLNetStudent:
@@ -344,8 +369,12 @@ def main() -> None:
     set_pte_threads(1)
     student = build_student(args)
     config = student.config
-    calibration = random_encoded(config, args.calibration_samples, seed=1)
-    sample = first(random_encoded(config, 1, seed=2))
+    if args.student and args.texts:
+        calibration, agreement_inputs = real_encoded(args, config)
+    else:
+        calibration = random_encoded(config, args.calibration_samples, seed=1)
+        agreement_inputs = random_encoded(config, args.agreement_samples, seed=3)
+    sample = first(agreement_inputs)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.work_dir or Path(tmp)
@@ -357,13 +386,12 @@ def main() -> None:
             ms = median_ms(contestant, sample, args.warmup, args.runs)
             rows.append((contestant, ms))
             print(f"  {contestant.name:45s} {ms:9.2f} ms")
-        inputs = random_encoded(config, args.agreement_samples, seed=3)
-        reference = student_logits(student, inputs)
-        agreement = agreement_rows([c for c in line_up if c.is_int8_program], inputs, reference)
+        reference = student_logits(student, agreement_inputs)
+        agreement = agreement_rows([c for c in line_up if c.is_int8_program], agreement_inputs, reference)
 
     section = markdown(args, config, rows, agreement)
     print("\n" + section)
-    write_section(args.output, section)
+    write_section("latency", section, args.output)
     print(f"wrote the latency section of {args.output}")
 
 

@@ -39,6 +39,12 @@ class CheckResult:
         )
 
 
+# Artifacts held to ``fp32_max_abs_logit_diff`` against the eager student: numerically the same fp32 model.
+EXACT_FLOAT_RECIPES = frozenset({"fp32"})
+# Artifacts whose arithmetic is float (weights may be stored in fp16/int8): emulator vs host uses the float bound.
+FLOAT_COMPUTE_RECIPES = frozenset({"fp32", "fp16-weights", "weight-only-int8"})
+
+
 class ToleranceError(RuntimeError):
     """An artifact did not meet its profile's tolerances; the message says what differed."""
 

@@ -267,8 +267,10 @@ def student_logits(student: XLNetStudent, encoder: XLNetTextEncoder, data: Label
             None if data.pairs is None else [data.pairs[i] for i in idx],
             max_len=student.config.seq_len,
         )
-        types = torch.from_numpy(batch.token_type_ids) if student.config.uses_pairs else None
-        out[idx] = student(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask), types).numpy()
+        device = next(student.parameters()).device
+        types = torch.from_numpy(batch.token_type_ids).to(device) if student.config.uses_pairs else None
+        ids, mask = torch.from_numpy(batch.input_ids).to(device), torch.from_numpy(batch.attention_mask).to(device)
+        out[idx] = student(ids, mask, types).cpu().numpy()
     return out
 
 
@@ -427,6 +429,7 @@ def distill(
         "profile": profile.name,
         "teacher": str(teacher_dir),
         "teacher_parameters": teacher_params,
+        "teacher_shape": {"n_layer": teacher.config.n_layer, "d_model": teacher.config.d_model},
         "teacher_bytes_fp32": teacher_params * 4,
         "teacher_dev_accuracy": accuracy(teacher_dev, dev.labels),
         "student_dev_accuracy": state["best_accuracy"],

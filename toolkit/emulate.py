@@ -433,10 +433,12 @@ def run_tflite_emulated(
     inputs: list[np.ndarray],
     *,
     count_instructions: bool = True,
+    delegate: Literal["xnnpack", "cpu"] = "xnnpack",
 ) -> EmulatedRun:
     """Run a .tflite on the emulated device with ``runtime``'s Python interpreter (one thread) in the guest's python3.
 
-    ``inputs`` as for :func:`run_pte_emulated`, in the model's input order (``get_input_details()``).
+    ``inputs`` as for :func:`run_pte_emulated`, in the model's input order (``get_input_details()``). ``delegate``
+    ``cpu`` runs the builtin kernels without the runtime's default XNNPACK delegate.
     """
     if runtime not in RUNTIME_SITES:
         raise ValueError(f"runtime must be one of {list(RUNTIME_SITES)}, not {runtime!r}")
@@ -451,7 +453,7 @@ def run_tflite_emulated(
         # qemu opens the program itself by its host path (-L covers only what the guest opens): the rootfs's python3.
         python3 = str(device_root(device) / "usr" / "bin" / "python3")
         program = [python3, "tflite_guest.py", runtime, "model.tflite", "inputs.bin", "outputs.bin",
-                   str(num_samples)]  # fmt: skip
+                   str(num_samples), delegate]  # fmt: skip
         label = f"{runtime} on {device.qemu_cpu}"
         wall, counts = _run_guest(device, program, work, num_samples, _guest_env(site), count_instructions, label)
         logits = read_logits(work / "outputs.bin", num_samples)

@@ -37,14 +37,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolkit.checks import CheckResult, ToleranceError, compare_logits, gate_against_student
+from toolkit.checks import EXACT_FLOAT_RECIPES, CheckResult, ToleranceError, compare_logits, gate_against_student
 from toolkit.files import atomic_write_bytes
 from toolkit.manifest import ArtifactRecord, describe_file, specs_json
 from toolkit.profiles import Artifact, Tolerances
 from toolkit.student import FixedLengthClassifier, XLNetStudent, example_inputs, input_specs, output_specs
 
 PTE_RECIPES = ("fp32", "int8-dynamic", "int8-static", "int8-static-embedding")
-FLOAT_RECIPES = ("fp32",)
 
 # Graph nodes that are bookkeeping, not kernels: left out of the "runs on portable kernels" count.
 _NOT_KERNELS = {"executorch_call_delegate", "getitem", "alloc"}
@@ -362,7 +361,7 @@ def export_and_check_pte(
     manifest with ``valid: false`` and exits non-zero). The .pte file stays on disk for inspection.
     """
     record = export_pte(student, artifact, out_path, calibration, bundle_dir)
-    check = host_check_pte(out_path, student, check_inputs, labels, tolerances, artifact.recipe in FLOAT_RECIPES)
+    check = host_check_pte(out_path, student, check_inputs, labels, tolerances, artifact.recipe in EXACT_FLOAT_RECIPES)
     record.checks.append(check.to_json())
     if not check.passed:
         raise PteToleranceError(f"{artifact.name} is not valid: {check.summary()}", record)

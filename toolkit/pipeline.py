@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from toolkit import __version__
-from toolkit.checks import compare_logits, gate_against_student
+from toolkit.checks import EXACT_FLOAT_RECIPES, compare_logits, gate_against_student
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
 from toolkit.distill import DistillSettings, distill
@@ -138,12 +138,10 @@ def host_check(record, path, inputs, labels, reference, profile: Profile) -> dic
     """Whole dev set through the artifact's runtime vs the fp32 eager student; gated on the profile's tolerances."""
     candidate = run_on_host(record, path, inputs)
     result = compare_logits(f"host {record.runtime} vs eager fp32 student", reference, candidate, labels)
-    result = gate_against_student(result, profile.validation.tolerances, record.recipe in FLOAT_RECIPES)
+    result = gate_against_student(result, profile.validation.tolerances, record.recipe in EXACT_FLOAT_RECIPES)
     result.details.update(kind="host", confusion=confusion_matrix(candidate, labels, reference.shape[1]))
     return {"kind": "host", **result.to_json()}
 
-
-FLOAT_RECIPES = {"fp32", "fp16-weights", "weight-only-int8"}
 
 
 def reject(record: ArtifactRecord, bundle: Path) -> None:
@@ -157,8 +155,11 @@ def reject(record: ArtifactRecord, bundle: Path) -> None:
     record.valid = False
 
 
-def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, log: Log) -> list[ArtifactRecord]:
-    """Every artifact of the profile: export, host check on the whole dev set, keep or reject. Resumable per file."""
+def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, log: Log, timings: dict) -> list:
+    """Every artifact of the profile: export, host check on the whole dev set, keep or reject. Resumable per file.
+
+    ``timings`` receives the seconds spent exporting and checking (``export``, ``host_checks``).
+    """
     from toolkit.export_pte import student_logits
 
     student = load_student(student_dir)
@@ -180,8 +181,12 @@ def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, lo
         log(f"{artifact.name}: exporting ({artifact.runtime}, {artifact.delegate})")
         suffix = "pte" if artifact.format == "pte" else "tflite"
         path = bundle / "models" / f"{artifact.name}.{suffix}"
+        started = time.time()
         record = export_artifact(student, artifact, path, calibration, bundle)
+        timings["export"] += time.time() - started
+        started = time.time()
         check = host_check(record, path, dev_inputs, labels, reference, spec.profile)
+        timings["host_checks"] += time.time() - started
         record.checks.append(check)
         record.valid = check["passed"]
         log(f"{artifact.name}: {record.bytes / 1e6:.2f} MB, host accuracy {check['accuracy']:.4f} "
@@ -372,9 +377,10 @@ def export_bundle(spec: RunSpec, out_dir: Path, fresh: bool = False, log: Log = 
     student_dir = stage_distill(spec, teacher_dir, work, log)
     stages["distill"] = {"seconds": round(time.time() - started, 1)}
 
-    started = timed(3, names[2])
-    records = stage_export_and_check(spec, student_dir, bundle, work, log)
-    stages["export"] = {"seconds": round(time.time() - started, 1)}
+    timed(3, names[2])
+    timings = {"export": 0.0, "host_checks": 0.0}
+    records = stage_export_and_check(spec, student_dir, bundle, work, log, timings)
+    stages.update({name: {"seconds": round(seconds, 1)} for name, seconds in timings.items()})
 
     started = timed(4, names[3])
     if spec.emulate:
@@ -420,7 +426,8 @@ def validate_existing_bundle(bundle: Path, profile: Profile, eval_path: Path | N
     bundle = Path(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     labels = list(manifest["data"]["train"]["label_counts"])
-    dev = load_labelled(eval_path or DEMO_DEV, label_names=labels)
+    recorded = Path(manifest["data"]["eval"]["path"])
+    dev = load_labelled(eval_path or (recorded if recorded.is_file() else DEMO_DEV), label_names=labels)
     work = bundle / "work"
     student_dir = work / "student"
     if not student_dir.is_dir():
@@ -440,12 +447,13 @@ def validate_existing_bundle(bundle: Path, profile: Profile, eval_path: Path | N
             })
             reject(record, bundle)
         records.append(record)
-    if not (work / "student_dev_logits.npy").is_file():
+    cached = work / "student_dev_logits.npy"
+    if not cached.is_file() or len(np.load(cached)) != len(dev):  # the reference must cover this eval set
         from toolkit.export_pte import student_logits
 
         student = load_student(student_dir)
         encoder = XLNetTextEncoder.from_pretrained(student_dir)
-        np.save(work / "student_dev_logits.npy", student_logits(student, encode_for(student, encoder, dev)))
+        np.save(cached, student_logits(student, encode_for(student, encoder, dev)))
     spec = RunSpec(profile, dev, dev)
     started = time.time()
     stage_emulate(spec, records, student_dir, bundle, work, log)

@@ -623,7 +623,7 @@ Teacher <code>{{ teacher.path }}</code> fingerprint <code>{{ teacher.fingerprint
 Train data sha256 <code>{{ m.data.train.sha256 }}</code> · eval data sha256 <code>{{ m.data.eval.sha256 }}</code><br>
 Tokenizer <code>{{ m.tokenizer.file }}</code> sha256 <code>{{ m.tokenizer.sha256 }}</code><br>
 Validation seed {{ profile.validation.seed }}, {{ profile.validation.emulator_samples }} emulator samples ·
-stages: {% for name, s in m.stages.items() %}{{ name }} {{ '%.1f'|format(s.seconds) }} s{% if s.cached %} (cached){% endif %}{{ ', ' if not loop.last }}{% endfor %} ·
+stages: {% for name, s in m.stages.items() %}{{ name }} {{ '%.1f'|format(s.seconds) }} s{% if s.get('cached') %} (cached){% endif %}{{ ', ' if not loop.last }}{% endfor %} ·
 total {{ '%.1f'|format(m.total_seconds) }} s.
 </footer>
 </main></body></html>

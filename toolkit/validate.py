@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.checks import CheckResult, compare_logits, gate_emulator_vs_host
+from toolkit.checks import FLOAT_COMPUTE_RECIPES, CheckResult, compare_logits, gate_emulator_vs_host
 from toolkit.profiles import Profile
 
-FLOAT_RECIPES = {"fp32", "fp16-weights", "weight-only-int8"}
 INT8_LEVELS = 255  # an int8 tensor spans its range in 255 steps
 
 
@@ -61,7 +60,8 @@ def emulated_run(artifact: dict, model: Path, inputs: list[np.ndarray], profile:
 
     if artifact["format"] == "pte":
         return run_pte_emulated(profile.device, model, inputs)
-    return run_tflite_emulated(profile.device, artifact["runtime"], model, inputs)
+    delegate = "cpu" if artifact["delegate"] == "cpu" else "xnnpack"  # NNAPI falls back to LiteRT's CPU path
+    return run_tflite_emulated(profile.device, artifact["runtime"], model, inputs, delegate=delegate)
 
 
 def quantization_step(reference: np.ndarray) -> float:
@@ -88,7 +88,7 @@ def validate_artifact(
     from toolkit.emulate import estimate_latency_ms
 
     model = bundle_dir / artifact["file"]
-    is_float = artifact["recipe"] in FLOAT_RECIPES
+    is_float = artifact["recipe"] in FLOAT_COMPUTE_RECIPES
     host = host_logits(artifact, model, inputs)
     run = emulated_run(artifact, model, inputs, profile)
     check = compare_logits(f"emulator {profile.device.qemu_cpu} vs host {artifact['runtime']}", host, run.logits, labels)

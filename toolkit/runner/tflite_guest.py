@@ -1,8 +1,9 @@
 """Run a .tflite model inside the emulated ARM device, with whichever LiteRT runtime is on PYTHONPATH.
 
-    python3 tflite_guest.py RUNTIME MODEL.tflite INPUTS.bin OUTPUTS.bin NUM_SAMPLES
+    python3 tflite_guest.py RUNTIME MODEL.tflite INPUTS.bin OUTPUTS.bin NUM_SAMPLES [DELEGATE]
 
-RUNTIME is ``ai-edge-litert`` or ``tflite-runtime``. Runs with the guest's own python3 (Debian arm64), so it uses only
+RUNTIME is ``ai-edge-litert`` or ``tflite-runtime``; DELEGATE is ``xnnpack`` (the runtime's default) or ``cpu`` (the
+builtin kernels without the default XNNPACK delegate, as an artifact for ``delegate: cpu`` is meant to run). Runs with the guest's own python3 (Debian arm64), so it uses only
 the standard library, numpy and the runtime. Same file format as pte_runner: the input tensors' dtypes and shapes come
 from the model; INPUTS.bin holds N samples, each every input's raw little-endian bytes in the model's input order.
 Output 0 is written as float32 (dequantized if the model's output is integer), and one line is printed per sample.
@@ -21,23 +22,27 @@ MARKER_MAGIC = 0x7865646765
 MARKER_START, MARKER_STOP = 1, 0
 
 
-def load_interpreter_class(runtime):
+def make_interpreter(runtime, model, delegate):
     if runtime == "ai-edge-litert":
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert import interpreter as module
     elif runtime == "tflite-runtime":
-        from tflite_runtime.interpreter import Interpreter
+        from tflite_runtime import interpreter as module
     else:
         sys.exit(f"tflite_guest: unknown runtime {runtime!r} (ai-edge-litert or tflite-runtime)")
-    return Interpreter
+    options = {}
+    if delegate == "cpu":
+        options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return module.Interpreter(model_path=model, num_threads=1, **options)
 
 
 def main():
     runtime, model, inputs_path, outputs_path, num_samples = sys.argv[1:6]
+    delegate = sys.argv[6] if len(sys.argv) > 6 else "xnnpack"
     libc = ctypes.CDLL(None, use_errno=True)
     syscall = libc.syscall
     syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long]
 
-    interpreter = load_interpreter_class(runtime)(model_path=model, num_threads=1)
+    interpreter = make_interpreter(runtime, model, delegate)
     interpreter.allocate_tensors()
     input_details = interpreter.get_input_details()
     output = interpreter.get_output_details()[0]
