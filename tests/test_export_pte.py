@@ -110,7 +110,7 @@ def test_fp32_pte_matches_eager_student(exported, student, check_inputs):
     assert np.abs(logits - reference).max() <= 1e-4
 
 
-@pytest.mark.parametrize("recipe", ["int8-dynamic", "int8-static", "int8-static-embedding"])
+@pytest.mark.parametrize("recipe", PTE_RECIPES[1:])
 def test_int8_pte_agrees_with_eager_student(exported, student, check_inputs, recipe):
     logits = run_pte(exported[recipe][1], check_inputs)
     reference = student_logits(student, check_inputs)
@@ -138,8 +138,9 @@ def test_record_describes_program_and_delegation(exported, recipe):
     assert not any("linear" in op or "mm" in op for op in delegation["portable_ops"]), delegation["portable_ops"]
 
 
-def test_quantized_embedding_runs_on_the_quantized_kernel(exported):
-    portable = exported["int8-static-embedding"][0].details["delegation"]["portable_ops"]
+@pytest.mark.parametrize("recipe", ["int8-static-embedding", "int8-dynamic-embedding"])
+def test_quantized_embedding_runs_on_the_quantized_kernel(exported, recipe):
+    portable = exported[recipe][0].details["delegation"]["portable_ops"]
     assert "quantized_decomposed.embedding_byte.out" in portable, portable
     assert "aten.embedding.out" not in portable
     assert "aten.embedding.out" in exported["int8-static"][0].details["delegation"]["portable_ops"]

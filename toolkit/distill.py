@@ -66,7 +66,7 @@ def predict_cost(config: StudentConfig, profile: Profile) -> CostPrediction:
     d, length = config.d_model, config.seq_len
     embedding = config.vocab_size * d
     body = config.n_layer * layer_parameters(d, config.d_inner) + d * d + d + d * config.num_labels + config.num_labels
-    quantizes_embedding = any(a.recipe == "int8-static-embedding" for a in profile.artifacts)
+    quantizes_embedding = any(a.recipe.endswith("-embedding") for a in profile.artifacts)
     bytes_int8 = embedding * (1 if quantizes_embedding else 4) + body
     # Matmul FLOPs: projections over L tokens, relative-position projection over 2L, attention scores/context.
     per_layer = 2 * length * (4 * d * d + 2 * d * config.d_inner) + 2 * (2 * length) * d * d + 2 * 4 * length * length * d

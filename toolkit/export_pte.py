@@ -43,7 +43,6 @@ from toolkit.manifest import ArtifactRecord, describe_file, specs_json
 from toolkit.profiles import Artifact, Tolerances
 from toolkit.student import FixedLengthClassifier, XLNetStudent, example_inputs, input_specs, output_specs
 
-PTE_RECIPES = ("fp32", "int8-dynamic", "int8-static", "int8-static-embedding")
 
 # Graph nodes that are bookkeeping, not kernels: left out of the "runs on portable kernels" count.
 _NOT_KERNELS = {"executorch_call_delegate", "getitem", "alloc"}
@@ -131,18 +130,18 @@ def _prepare_fp32(module, example, calibration) -> Prepared:
     return Prepared(torch.export.export(module, example), {"scheme": "none (float32)"})
 
 
+DYNAMIC_DETAILS = {
+    "scheme": "int8 dynamic activations, int8 weights (PT2E XNNPACKQuantizer, dynamic)",
+    "weights": "int8 symmetric per output channel",
+    "activations": "int8, range computed per tensor at run time",
+    "quantized": "nn.Linear",
+}
+
+
 def _prepare_int8_dynamic(module, example, calibration) -> Prepared:
     # Dynamic ranges are computed at run time: observers need one pass only to be placed, no real data.
     program = _pt2e_quantize(module, example, _xnnpack_quantizer(dynamic=True), [example])
-    return Prepared(
-        program,
-        {
-            "scheme": "int8 dynamic activations, int8 weights (PT2E XNNPACKQuantizer, dynamic)",
-            "weights": "int8 symmetric per output channel",
-            "activations": "int8, range computed per tensor at run time",
-            "quantized": "nn.Linear",
-        },
-    )
+    return Prepared(program, dict(DYNAMIC_DETAILS))
 
 
 def _prepare_int8_static(module, example, calibration) -> Prepared:
@@ -165,6 +164,20 @@ def _prepare_int8_static_embedding(module, example, calibration) -> Prepared:
     return Prepared(program, details, fuse_quantized_ops=True)
 
 
+def _prepare_int8_dynamic_embedding(module, example, calibration) -> Prepared:
+    """int8-dynamic linears plus a uint8 embedding table: the embedding is most of a small student's bytes."""
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
+    from torchao.quantization.pt2e.quantizer.embedding_quantizer import EmbeddingQuantizer
+
+    module = copy.deepcopy(module)
+    module.student.word_embedding = _Int64IndexEmbedding(module.student.word_embedding)
+    quantizer = ComposableQuantizer([EmbeddingQuantizer(), _xnnpack_quantizer(dynamic=True)])
+    program = _pt2e_quantize(module, example, quantizer, [example])
+    details = dict(DYNAMIC_DETAILS)
+    details["embedding"] = "uint8 per row (asymmetric), quantized_decomposed::embedding_byte on portable kernels"
+    return Prepared(program, details, fuse_quantized_ops=True)
+
+
 def _static_details(calibration_samples: int) -> dict:
     return {
         "scheme": "int8 static (PT2E XNNPACKQuantizer, symmetric per-channel)",
@@ -178,9 +191,11 @@ def _static_details(calibration_samples: int) -> dict:
 RECIPES: dict[str, Callable[..., Prepared]] = {
     "fp32": _prepare_fp32,
     "int8-dynamic": _prepare_int8_dynamic,
+    "int8-dynamic-embedding": _prepare_int8_dynamic_embedding,
     "int8-static": _prepare_int8_static,
     "int8-static-embedding": _prepare_int8_static_embedding,
 }
+PTE_RECIPES = tuple(RECIPES)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,7 +215,7 @@ def _partitioners(recipe: str) -> list:
         XnnpackPartitioner,
     )
 
-    if recipe == "int8-dynamic":
+    if recipe.startswith("int8-dynamic"):
         return [XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()]
     return [XnnpackPartitioner()]
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
 Format = Literal["pte", "tflite"]
-PteRecipe = Literal["fp32", "int8-dynamic", "int8-static", "int8-static-embedding"]
+PteRecipe = Literal["fp32", "int8-dynamic", "int8-dynamic-embedding", "int8-static", "int8-static-embedding"]
 TfliteRecipe = Literal["fp32", "dynamic-int8", "full-int8", "fp16-weights", "weight-only-int8"]
 Runtime = Literal["executorch", "ai-edge-litert", "tflite-runtime"]
 Delegate = Literal["xnnpack", "nnapi", "cpu"]
