@@ -127,3 +127,27 @@ def test_resumed_run_matches_uninterrupted(tiny_teacher_dir, small_data, short_p
     assert student.config.vocab_size == straight.report["vocab"]["student"]
     assert (tmp_path / "a" / "teacher_logits.npz").is_file()
     assert XLNetTextEncoder.from_pretrained(tmp_path / "a").vocab_map is not None
+
+
+def test_additive_bias_student_is_trained_with_the_bias_it_is_exported_with(tiny_teacher_dir, small_data, short_profile,
+                                                                          tmp_path):
+    """The NNAPI-style student takes an additive bias; distillation must hand it the bias, not the 1/0 mask."""
+    from toolkit.distill import student_logits
+    from toolkit.student import model_inputs
+
+    train, dev = small_data
+    profile = short_profile.model_copy(
+        update={"student": short_profile.student.model_copy(update={"mask_input": "additive_bias"})}
+    )
+    result = distill(tiny_teacher_dir, train, dev, profile, tmp_path / "s", DistillSettings(epochs=1),
+                     n_layer=1, max_param_ratio=None, log=lambda *_: None)
+    student = load_student(tmp_path / "s")
+    encoder = XLNetTextEncoder.from_pretrained(tmp_path / "s")
+    assert student.config.mask_input == "additive_bias"
+    eval_logits = student_logits(student, encoder, dev)  # padded to the longest in each batch
+    batch = encoder.encode(dev.texts, seq_len=32)  # exported inputs: fixed length, bias prepared by model_inputs
+    inputs = [torch.from_numpy(a) for a in model_inputs(student.config, batch.input_ids, batch.attention_mask)]
+    with torch.no_grad():
+        exported_logits = student(*inputs).numpy()
+    assert np.abs(eval_logits - exported_logits).max() <= 1e-4
+    assert result.report["student_dev_accuracy"] == pytest.approx(float((eval_logits.argmax(1) == dev.labels).mean()))

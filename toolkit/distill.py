@@ -270,7 +270,7 @@ def student_logits(student: XLNetStudent, encoder: XLNetTextEncoder, data: Label
         device = next(student.parameters()).device
         types = torch.from_numpy(batch.token_type_ids).to(device) if student.config.uses_pairs else None
         ids, mask = torch.from_numpy(batch.input_ids).to(device), torch.from_numpy(batch.attention_mask).to(device)
-        out[idx] = student(ids, mask, types).cpu().numpy()
+        out[idx] = student(ids, student.mask_input(mask), types).cpu().numpy()
     return out
 
 
@@ -370,6 +370,7 @@ def distill(
     elif resume:
         log(f"no checkpoint in {out_dir}: starting from the beginning")
 
+    plain_student = student  # before DDP wrapping: its helpers (mask_input) stay reachable
     student, optimizer = accelerator.prepare(student, optimizer)
     labels = torch.tensor(train.labels)
     progress = tqdm(total=total, initial=state["epoch"] * steps_per_epoch, desc="distill", unit="step")
@@ -390,7 +391,7 @@ def distill(
             ids = torch.from_numpy(batch.input_ids).to(accelerator.device)
             mask = torch.from_numpy(batch.attention_mask).to(accelerator.device)
             types = torch.from_numpy(batch.token_type_ids).to(accelerator.device) if config.uses_pairs else None
-            logits, hidden = student(ids, mask, types, output_hidden_states=True)
+            logits, hidden = student(ids, plain_student.mask_input(mask), types, output_hidden_states=True)
             loss = kd_loss(
                 logits, soft_targets[idx].to(logits.device), labels[idx].to(logits.device),
                 settings.temperature, settings.kd_weight,

@@ -258,6 +258,16 @@ class XLNetStudent(nn.Module):
         """[B, L] 1/0 mask -> [B, L] additive bias: 0 for tokens, -mask_value for padding keys."""
         return (1.0 - attention_mask.to(torch.float32)) * -self.config.mask_value
 
+    def mask_input(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What ``forward``'s ``mask`` argument expects, from a tokenizer's 1/0 attention mask.
+
+        Training and evaluation code always has the 1/0 mask; an ``additive_bias`` student takes the bias instead
+        (as ``model_inputs`` prepares it for the exported program).
+        """
+        if self.config.mask_input == "attention_mask":
+            return attention_mask
+        return self.mask_bias_from_attention_mask(attention_mask)
+
     def forward(
         self,
         input_ids: torch.Tensor,
