@@ -158,6 +158,12 @@ def _require_tools() -> None:
         raise _setup_error(missing)
 
 
+def prepare_device() -> Path:
+    """What the main job calls: the host tools must be installed; the rootfs is built here if it is not cached."""
+    _require_tools()
+    return ensure_rootfs()
+
+
 # -------------------------------------------------------------------------------------------------------- rootfs
 
 

@@ -201,10 +201,10 @@ def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, lo
 
 def stage_emulate(spec, records, student_dir: Path, bundle: Path, work: Path, log: Log) -> None:
     """Each valid artifact on the emulated CPU of the profile (resumable per artifact)."""
-    from toolkit.emulate import require_setup
+    from toolkit.emulate import prepare_device
     from toolkit.validate import validate_artifact, validation_subset
 
-    require_setup()
+    prepare_device()
     reference = np.load(work / "student_dev_logits.npy")
     student = load_student(student_dir)
     encoder = XLNetTextEncoder.from_pretrained(student_dir)
