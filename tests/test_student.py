@@ -109,3 +109,17 @@ def test_save_and_load_round_trip(tmp_path):
 def test_load_student_names_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="student_config.json"):
         load_student(tmp_path)
+
+
+def test_atomic_writes_are_readable_and_keep_the_executable_bit(tmp_path):
+    import os
+    import stat
+
+    from toolkit.files import atomic_path, atomic_write_text
+
+    data = atomic_write_text(tmp_path / "a.json", "{}")
+    assert stat.S_IMODE(os.stat(data).st_mode) & 0o644 == 0o644
+    with atomic_path(tmp_path / "tool") as tmp:
+        tmp.write_text("#!/bin/sh\n")
+        os.chmod(tmp, 0o700)
+    assert os.access(tmp_path / "tool", os.X_OK) and stat.S_IMODE(os.stat(tmp_path / "tool").st_mode) == 0o755

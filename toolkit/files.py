@@ -37,7 +37,9 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; artifacts are meant to be shared and served
+        # mkstemp makes owner-only files; artifacts are meant to be shared and served. Executables stay executable.
+        mode = os.stat(tmp).st_mode & 0o777
+        os.chmod(tmp, mode | 0o644 | (0o111 if mode & 0o100 else 0))
         os.replace(tmp, final)
     finally:
         if tmp.exists():
