@@ -103,11 +103,11 @@ def test_profile_budgets_drive_the_shape(tiny_teacher_dir, short_profile):
     assert config.n_layer == 2 and config.d_model == 32  # half the teacher's depth, the teacher's width
     assert cost.parameters == XLNetStudent(config).num_parameters()
     tight = short_profile.model_copy(update={
-        "budgets": short_profile.budgets.model_copy(update={"artifact_mb": 0.3}),
+        "budgets": short_profile.budgets.model_copy(update={"artifact_mb": 0.08}),
         "student": short_profile.student.model_copy(update={"min_d_model": 16}),
     })
     config, cost = choose_shape(tight, teacher.config, vocab_size=3000)
-    assert cost.bytes_int8 <= 0.3e6 and config.d_model < 32
+    assert cost.bytes_int8 <= 0.08e6 and config.d_model < 32
     with pytest.raises(ValueError, match="no student shape fits"):
         choose_shape(tight, teacher.config, vocab_size=3000, max_parameters=10)
 

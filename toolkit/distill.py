@@ -31,7 +31,7 @@ from toolkit.data import LabelledData, bucketed_batches
 from toolkit.files import atomic_path, atomic_write_json, sha256_file
 from toolkit.profiles import Profile
 from toolkit.student import StudentConfig, XLNetStudent, hf_layer_state, save_student
-from toolkit.teacher import accuracy, load_teacher, predict_logits
+from toolkit.teacher import accuracy, load_teacher, predict_logits, warmup_linear_schedule
 from toolkit.tokenizer import VocabMap, XLNetTextEncoder, collect_used_ids
 
 CHECKPOINT = "checkpoint.pt"
@@ -347,10 +347,7 @@ def distill(
     lengths = [len(ids) for ids in encoder.text_ids(train.texts)]
     steps_per_epoch = math.ceil(len(train) / settings.batch_size / accelerator.num_processes)
     total = steps_per_epoch * settings.epochs
-    warmup = max(1, int(total * settings.warmup_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
-    )
+    scheduler = warmup_linear_schedule(optimizer, total, settings.warmup_ratio)
     teacher_layers = spread_layers(teacher.config.n_layer, config.n_layer)
 
     state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "stale": 0, "history": []}

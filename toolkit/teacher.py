@@ -151,6 +151,14 @@ class TeacherRecipe:
     seed: int = 0
 
 
+def warmup_linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
+    """Linear warm-up, then linear decay to zero: the schedule of both training loops (teacher, distillation)."""
+    warmup = max(1, int(total_steps * warmup_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
+    )
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -188,10 +196,7 @@ def train_teacher(
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    warmup = max(1, int(total_steps * recipe.warmup_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / (total_steps - warmup)))
-    )
+    scheduler = warmup_linear_schedule(optimizer, total_steps, recipe.warmup_ratio)
     labels = torch.tensor(train.labels)
     out_dir = Path(out_dir)
     best = {"dev_accuracy": -1.0}
