@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402
 
 from toolkit.checks import compare_logits
-from toolkit.export_pte import export_pte, load_pte_method, set_pte_threads, student_logits
+from toolkit.export_pte import export_pte, load_pte_method, set_pte_threads
 from toolkit.files import PROJECT_ROOT
 from toolkit.profiles import Artifact
 from toolkit.student import (
+    eager_logits,
     FixedLengthClassifier,
     StudentConfig,
     XLNetStudent,
@@ -351,7 +352,7 @@ def spread_head(student: XLNetStudent, inputs: list[np.ndarray]) -> XLNetStudent
     """
     pooled: list[torch.Tensor] = []
     hook = student.summary.register_forward_hook(lambda module, args, out: pooled.append(torch.tanh(out)))
-    student_logits(student, inputs)
+    eager_logits(student, inputs)
     hook.remove()
     states = torch.cat(pooled)
     _, scale, directions = torch.linalg.svd(states - states.mean(0), full_matrices=False)
@@ -387,7 +388,7 @@ def main() -> None:
             ms = median_ms(contestant, sample, args.warmup, args.runs)
             rows.append((contestant, ms))
             print(f"  {contestant.name:45s} {ms:9.2f} ms")
-        reference = student_logits(student, agreement_inputs)
+        reference = eager_logits(student, agreement_inputs)
         agreement = agreement_rows([c for c in line_up if c.is_int8_program], agreement_inputs, reference)
 
     section = markdown(args, config, rows, agreement)

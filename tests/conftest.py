@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -43,3 +45,16 @@ def small_data():
 def short_profile():
     """The arm64-cpu profile at sequence length 32, so tiny students export in seconds."""
     return load_profile("arm64-cpu").model_copy(update={"sequence_length": 32})
+
+
+def random_unicode_texts(count: int = 2000, seed: int = 1234) -> list[str]:
+    """Random strings over characters that exercise every normalisation and segmentation rule of the tokenizer.
+
+    One pool and seed for every tokenizer implementation's random parity test (Python app, C++ app).
+    """
+    pool = list("abc XYZ 019,.()\"'`-–£€<>\t\n\r") + ["<s>", "<sep>", "<mask>", "``", "''", "▁"] + [
+        chr(c) for c in (0xA0, 0x200B, 0x200C, 0x200D, 0xFEFF, 0x301, 0x7FD, 0x1F3FB, 0xE0061, 0x600, 0x110BD, 0xE33,
+                         0x1100, 0x1161, 0xAC00, 0xFF21, 0xFB01, 0x2028, 0x85, 0x3000, 0x1F600, 0x4E2D, 0x627, 0xE9,
+                         0x212B, 0xFDFA, 0x3392, 0x0B, 0x7F, 0xAD, 0x2060, 0xFE0F, 0x1F1EB, 0xFF9E, 0xE35, 0x93F)]
+    rng = random.Random(seed)
+    return ["".join(rng.choice(pool) for _ in range(rng.randint(0, 25))) for _ in range(count)]

@@ -18,10 +18,9 @@ from toolkit.export_pte import (
     export_pte,
     host_check_pte,
     run_pte,
-    student_logits,
 )
 from toolkit.profiles import Artifact, Tolerances
-from toolkit.student import StudentConfig, XLNetStudent, model_inputs
+from toolkit.student import StudentConfig, XLNetStudent, eager_logits, model_inputs
 
 CONFIG = StudentConfig(vocab_size=200, d_model=32, n_layer=1, n_head=2, d_inner=64, num_labels=3, seq_len=16)
 N_LINEARS = CONFIG.n_layer * 7 + 2  # q k v r o + 2 feed-forward per layer, summary, logits_proj
@@ -49,7 +48,7 @@ def make_student() -> XLNetStudent:
     student = XLNetStudent(CONFIG).eval()
     pooled: list[torch.Tensor] = []
     hook = student.summary.register_forward_hook(lambda module, args, out: pooled.append(torch.tanh(out)))
-    student_logits(student, encoded_inputs(64, seed=3))
+    eager_logits(student, encoded_inputs(64, seed=3))
     hook.remove()
     states = torch.cat(pooled)
     _, scale, directions = torch.linalg.svd(states - states.mean(0), full_matrices=False)
@@ -92,7 +91,7 @@ def exported(student, check_inputs, tmp_path_factory) -> dict:
     """
     folder = tmp_path_factory.mktemp("pte")
     calibration = encoded_inputs(8, seed=2)  # few samples: the histogram observers are slow
-    labels = student_logits(student, check_inputs).argmax(1)
+    labels = eager_logits(student, check_inputs).argmax(1)
     out = {"fp32": (
         export_and_check_pte(student, pte_artifact("fp32"), folder / "fp32.pte", check_inputs, labels, TOLERANCES),
         folder / "fp32.pte",
@@ -105,7 +104,7 @@ def exported(student, check_inputs, tmp_path_factory) -> dict:
 
 def test_fp32_pte_matches_eager_student(exported, student, check_inputs):
     logits = run_pte(exported["fp32"][1], check_inputs)
-    reference = student_logits(student, check_inputs)
+    reference = eager_logits(student, check_inputs)
     assert logits.shape == (48, CONFIG.num_labels)
     assert np.abs(logits - reference).max() <= 1e-4
 
@@ -113,7 +112,7 @@ def test_fp32_pte_matches_eager_student(exported, student, check_inputs):
 @pytest.mark.parametrize("recipe", PTE_RECIPES[1:])
 def test_int8_pte_agrees_with_eager_student(exported, student, check_inputs, recipe):
     logits = run_pte(exported[recipe][1], check_inputs)
-    reference = student_logits(student, check_inputs)
+    reference = eager_logits(student, check_inputs)
     assert np.bincount(reference.argmax(1), minlength=3).min() >= 5, "every class must occur, or agreement is trivial"
     spread = reference.max() - reference.min()
     agreement = (logits.argmax(1) == reference.argmax(1)).mean()
@@ -169,7 +168,7 @@ def test_host_check_fails_on_a_perturbed_reference(exported, student, check_inpu
     path = exported["int8-dynamic"][1]
     passed = host_check_pte(path, student, check_inputs, None, TOLERANCES, is_float=False)
     assert passed.passed, passed.summary()
-    reference = student_logits(student, check_inputs)
+    reference = eager_logits(student, check_inputs)
     flipped = reference.copy()
     flipped[:, [0, 1]] = reference[:, [1, 0]] + 0.0  # swap two classes: most argmaxes change
     failed = host_check_pte(path, student, check_inputs, None, TOLERANCES, is_float=False, reference=flipped)
@@ -180,7 +179,7 @@ def test_export_and_check_refuses_an_artifact_over_tolerance(exported, student, 
     valid = exported["fp32"][0]  # the same export under the real tolerance (fixture) is valid
     assert valid.valid and valid.checks[0]["passed"] and valid.checks[0]["accuracy"] == 1.0
     too_strict = TOLERANCES.model_copy(update={"fp32_max_abs_logit_diff": 1e-12})
-    labels = student_logits(student, check_inputs).argmax(1)
+    labels = eager_logits(student, check_inputs).argmax(1)
     with pytest.raises(ToleranceError) as err:
         export_and_check_pte(student, pte_artifact("fp32"), tmp_path / "fp32.pte", check_inputs, labels, too_strict)
     assert isinstance(err.value, PteToleranceError)

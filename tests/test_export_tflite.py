@@ -10,14 +10,13 @@ from toolkit.export_tflite import (
     TfliteExportError,
     check_graph,
     convert_fp32,
-    eager_logits,
     export_tflite,
     list_operators,
     read_model,
     run_tflite,
 )
 from toolkit.profiles import Artifact, Tolerances
-from toolkit.student import StudentConfig, XLNetStudent, model_inputs
+from toolkit.student import StudentConfig, XLNetStudent, eager_logits, model_inputs
 from toolkit.tflite_runtime_env import TfliteRuntimeError, require_loadable_by_tflite_runtime
 
 LOOSE = Tolerances(

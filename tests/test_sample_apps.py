@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pytest
 
 from tests.bundle_fixture import build_tiny_bundle, bundle_encoder, host_inputs, sst2_dev_sentences
 from tests.test_tokenizer_parity import AWKWARD, PAIRS
+from conftest import random_unicode_texts
 from toolkit import emulate
 from toolkit.export_pte import run_pte
 from toolkit.export_tflite import run_tflite
@@ -313,12 +313,7 @@ def test_cpp_tokenizer_matches_host_on_random_unicode(host_cpp: Path, tmp_path: 
 
     The same pool and seed as test_tokenizer_parity's random test of the Python app tokenizer.
     """
-    pool = list("abc XYZ 019,.()\"'`-–£€<>\t\n\r") + ["<s>", "<sep>", "<mask>", "``", "''", "▁"] + [
-        chr(c) for c in (0xA0, 0x200B, 0x200C, 0x200D, 0xFEFF, 0x301, 0x7FD, 0x1F3FB, 0xE0061, 0x600, 0x110BD, 0xE33,
-                         0x1100, 0x1161, 0xAC00, 0xFF21, 0xFB01, 0x2028, 0x85, 0x3000, 0x1F600, 0x4E2D, 0x627, 0xE9,
-                         0x212B, 0xFDFA, 0x3392, 0x0B, 0x7F, 0xAD, 0x2060, 0xFE0F, 0x1F1EB, 0xFF9E, 0xE35, 0x93F)]
-    rng = random.Random(1234)
-    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 25))) for _ in range(2000)]
+    texts = random_unicode_texts()
     encoder = XLNetTextEncoder(build_xlnet_tokenizer())
     tokenizer_json = encoder.export_portable(tmp_path / "tokenizer.json", 64)
     (tmp_path / "cases.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.test_tokenizer import sst2_dev
+from conftest import random_unicode_texts
 from toolkit import tokenizer as T
 from toolkit.files import atomic_write_text, cache_dir
 
@@ -93,12 +93,7 @@ def test_python_app_matches_host(which, encoder, trimmed, exported) -> None:
 
 
 def test_python_app_matches_host_on_random_unicode(encoder, exported) -> None:
-    pool = list("abc XYZ 019,.()\"'`-–£€<>\t\n\r") + ["<s>", "<sep>", "<mask>", "``", "''", "▁"] + [
-        chr(c) for c in (0xA0, 0x200B, 0x200C, 0x200D, 0xFEFF, 0x301, 0x7FD, 0x1F3FB, 0xE0061, 0x600, 0x110BD, 0xE33,
-                         0x1100, 0x1161, 0xAC00, 0xFF21, 0xFB01, 0x2028, 0x85, 0x3000, 0x1F600, 0x4E2D, 0x627, 0xE9,
-                         0x212B, 0xFDFA, 0x3392, 0x0B, 0x7F, 0xAD, 0x2060, 0xFE0F, 0x1F1EB, 0xFF9E, 0xE35, 0x93F)]
-    rng = random.Random(1234)
-    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 25))) for _ in range(2000)]
+    texts = random_unicode_texts()
     host = encoder.encode(texts, seq_len=SEQ_LEN)
     app = load_app_module().XLNetTokenizer.load(exported["full"])
     wrong = [t for i, t in enumerate(texts) if app.encode(t, None, SEQ_LEN)[0] != host.input_ids[i].tolist()]

@@ -41,7 +41,14 @@ from toolkit.checks import EXACT_FLOAT_RECIPES, CheckResult, ToleranceError, com
 from toolkit.files import atomic_write_bytes
 from toolkit.manifest import ArtifactRecord, describe_file, specs_json
 from toolkit.profiles import Artifact, Tolerances
-from toolkit.student import FixedLengthClassifier, XLNetStudent, example_inputs, input_specs, output_specs
+from toolkit.student import (
+    FixedLengthClassifier,
+    XLNetStudent,
+    eager_logits,
+    example_inputs,
+    input_specs,
+    output_specs,
+)
 
 
 # Graph nodes that are bookkeeping, not kernels: left out of the "runs on portable kernels" count.
@@ -330,17 +337,6 @@ def run_pte(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def student_logits(student: XLNetStudent, inputs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-    """The fp32 eager student's logits [N, C] on the same input arrays: the reference every artifact is held to."""
-    module = FixedLengthClassifier(student).eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(inputs[0]), batch_size):
-            batch = [torch.from_numpy(np.ascontiguousarray(a[start : start + batch_size])) for a in inputs]
-            out.append(module(*batch).numpy())
-    return np.concatenate(out, axis=0)
-
-
 def host_check_pte(
     path: Path,
     student: XLNetStudent,
@@ -355,7 +351,7 @@ def host_check_pte(
     if len(inputs) != expected:
         raise ValueError(f"the program takes {expected} inputs, got {len(inputs)} arrays")
     if reference is None:
-        reference = student_logits(student, inputs)
+        reference = eager_logits(student, inputs)
     result = compare_logits(f"host:{Path(path).name}", reference, run_pte(path, inputs), labels)
     return gate_against_student(result, tolerances, is_float)
 

@@ -32,7 +32,14 @@ from toolkit.checks import (
 )
 from toolkit.files import atomic_path
 from toolkit.profiles import Artifact, Tolerances
-from toolkit.student import CentredL2Norm, FixedLengthClassifier, RelativeAttention, XLNetStudent, example_inputs
+from toolkit.student import (
+    CentredL2Norm,
+    FixedLengthClassifier,
+    RelativeAttention,
+    XLNetStudent,
+    eager_logits,
+    example_inputs,
+)
 
 RECIPES_WRONG_ON_TFLITE_RUNTIME_214 = {
     "dynamic-int8": "tflite-runtime 2.14 runs ai-edge-quantizer's dynamic-range int8 models with silently wrong "
@@ -312,13 +319,6 @@ def run_tflite(path: Path | str, inputs: list[np.ndarray], runtime: str = "ai-ed
     return np.stack(outputs).astype(np.float32)
 
 
-def eager_logits(student: XLNetStudent, inputs: list[np.ndarray]) -> np.ndarray:
-    """The fp32 eager student's logits on the same arrays (the reference every artifact is gated against)."""
-    module = FixedLengthClassifier(student)
-    with torch.no_grad():
-        return module(*[torch.from_numpy(np.asarray(a)) for a in inputs]).numpy()
-
-
 def host_check_tflite(
     path: Path | str,
     student: XLNetStudent,
@@ -427,7 +427,6 @@ __all__ = [
     "ToleranceError",
     "check_graph",
     "convert_fp32",
-    "eager_logits",
     "export_tflite",
     "host_check_tflite",
     "list_operators",

@@ -160,13 +160,13 @@ def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, lo
 
     ``timings`` receives the seconds spent exporting and checking (``export``, ``host_checks``).
     """
-    from toolkit.export_pte import student_logits
+    from toolkit.student import eager_logits
 
     student = load_student(student_dir)
     encoder = XLNetTextEncoder.from_pretrained(student_dir)
     dev_inputs = encode_for(student, encoder, spec.dev)
     labels = np.asarray(spec.dev.labels)
-    reference = student_logits(student, dev_inputs)
+    reference = eager_logits(student, dev_inputs)
     np.save(work / "student_dev_logits.npy", reference)
     calibration = calibration_inputs(student, encoder, spec.train, spec.profile.validation.seed)
     records = []
@@ -449,11 +449,11 @@ def validate_existing_bundle(bundle: Path, profile: Profile, eval_path: Path | N
         records.append(record)
     cached = work / "student_dev_logits.npy"
     if not cached.is_file() or len(np.load(cached)) != len(dev):  # the reference must cover this eval set
-        from toolkit.export_pte import student_logits
+        from toolkit.student import eager_logits
 
         student = load_student(student_dir)
         encoder = XLNetTextEncoder.from_pretrained(student_dir)
-        np.save(cached, student_logits(student, encode_for(student, encoder, dev)))
+        np.save(cached, eager_logits(student, encode_for(student, encoder, dev)))
     spec = RunSpec(profile, dev, dev)
     started = time.time()
     stage_emulate(spec, records, student_dir, bundle, work, log)

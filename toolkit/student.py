@@ -533,3 +533,16 @@ def example_inputs(config: StudentConfig) -> tuple[torch.Tensor, ...]:
     types = np.full((1, length), 3, dtype=np.int32)
     types[0, -4:] = [0, 0, 0, 2]
     return tuple(torch.from_numpy(a) for a in model_inputs(config, ids, mask, types))
+
+
+def eager_logits(student: XLNetStudent, inputs: list, batch_size: int = 64):
+    """The fp32 eager student's logits [N, C] on exported-program input arrays: every artifact's reference."""
+    import numpy as np
+
+    module = FixedLengthClassifier(student).eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(inputs[0]), batch_size):
+            batch = [torch.from_numpy(np.ascontiguousarray(a[start : start + batch_size])) for a in inputs]
+            out.append(module(*batch).numpy())
+    return np.concatenate(out, axis=0)
