@@ -27,6 +27,7 @@ portable kernels (an op that falls out of the delegate is the usual cause of a s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from collections import Counter
 from dataclasses import dataclass
@@ -88,7 +89,22 @@ def _xnnpack_quantizer(dynamic: bool):
     )
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    if not dynamic:
+        config = _with_min_max_activations(config)
     return XNNPACKQuantizer().set_global(config)
+
+
+def _with_min_max_activations(config):
+    """Static activation ranges = the full range seen in calibration (MinMaxObserver) instead of a histogram fit.
+
+    The histogram observer trims range tails to minimise rounding error, which suits CNN activations; in this
+    transformer the tails are real (long sentences, the pooled position), and clipping them cost 2% argmax
+    agreement with fp32 on the SST-2 student (97.8% -> 99.9% with min/max ranges).
+    """
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    spec = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    return dataclasses.replace(config, input_activation=spec, output_activation=spec)
 
 
 def _pt2e_quantize(

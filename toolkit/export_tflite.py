@@ -182,31 +182,52 @@ def signature_names(model: bytes) -> tuple[str, list[str]]:
     return key, names
 
 
+def _running_min_max(qsv: dict, new_qsv: dict) -> dict:
+    """Calibration statistics update: the range of every sample seen so far.
+
+    ai-edge-quantizer's default averages each sample's min/max (a moving average), so activations of longer or
+    stronger sentences than average fall outside the int8 range and clip. On the SST-2 NNAPI student that clipping
+    alone made full-int8 disagree with fp32 on 3-5% of dev sentences; the true range keeps agreement >= 99.7%.
+    """
+    if not qsv:
+        return new_qsv
+    return {"min": np.minimum(qsv["min"], new_qsv["min"]), "max": np.maximum(qsv["max"], new_qsv["max"])}
+
+
+def calibrate(model: bytes, recipe, calibration: list[np.ndarray]) -> dict:
+    """Tensor ranges {name: {min, max}} over real samples, one sample at a time (the graph is batch 1).
+
+    ai-edge-quantizer's calibrator shows its own progress bar.
+    """
+    from ai_edge_quantizer import calibrator, recipe_manager
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe)
+    key, names = signature_names(model)
+    samples = [{name: array[i : i + 1] for name, array in zip(names, calibration)} for i in range(len(calibration[0]))]
+    ranges = calibrator.Calibrator(model, num_threads=1, qsv_update_func=_running_min_max)
+    ranges.calibrate({key: samples}, manager)
+    return ranges.get_model_qsvs()
+
+
 def quantize(model: bytes, recipe: str, calibration: list[np.ndarray] | None = None) -> bytes:
     """Apply a tflite recipe. ``calibration``: model_inputs arrays [N, L] of real samples (needed by full-int8)."""
     if recipe == "fp32":
         return model
     from ai_edge_quantizer import quantizer
 
+    quantization_recipe = _quantization_recipe(recipe)
     qt = quantizer.Quantizer(model)
-    qt.load_quantization_recipe(_quantization_recipe(recipe))
-    result = None
+    qt.load_quantization_recipe(quantization_recipe)
+    ranges = None
     if qt.need_calibration:
         if not calibration or len(calibration[0]) == 0:
             raise TfliteExportError(
                 f"recipe {recipe} quantizes activations and needs calibration samples: pass model_inputs() arrays "
                 "of real training samples (a few hundred is typical)"
             )
-        from tqdm import tqdm
-
-        key, names = signature_names(model)
-        samples = len(calibration[0])
-        batches = (
-            {name: array[i : i + 1] for name, array in zip(names, calibration)}
-            for i in tqdm(range(samples), desc=f"calibrating {recipe}", unit="sample")
-        )
-        result = qt.calibrate({key: list(batches)}, num_threads=1)
-    return bytes(qt.quantize(result, enable_progress_report=False).quantized_model)
+        ranges = calibrate(model, quantization_recipe, calibration)
+    return bytes(qt.quantize(ranges, enable_progress_report=False).quantized_model)
 
 
 # ---------------------------------------------------------------------------------------------------------------

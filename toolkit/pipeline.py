@@ -34,7 +34,7 @@ from toolkit.student import XLNetStudent, input_specs, load_student, model_input
 from toolkit.teacher import TEACHER_CARD, demo_teacher
 from toolkit.tokenizer import XLNetTextEncoder
 
-CALIBRATION_SAMPLES = 64
+CALIBRATION_SAMPLES = 256
 XLNET_BASE = {"n_layer": 12, "d_model": 768, "n_head": 12, "d_inner": 3072, "vocab_size": 32000}
 LIBRARIES = ("torch", "executorch", "torchao", "transformers", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")
 Log = Callable[[str], None]
