@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from toolkit.distill import DistillSettings
-from toolkit.pipeline import ExportFailed, RunSpec, export_bundle, validate_existing_bundle
+from toolkit.pipeline import ExportFailed, OutputFolderError, RunSpec, export_bundle, validate_existing_bundle
 from toolkit.profiles import load_profile, shipped_profile_paths
 
 
@@ -44,16 +44,25 @@ def test_export_bundle_end_to_end_and_resume(tiny_teacher_dir, small_data, tmp_p
         assert (bundle / name).is_file(), name
     assert json.loads((bundle / "labels.json").read_text()) == ["negative", "positive"]
 
-    # A second run resumes: nothing is distilled, exported or emulated again.
+    # A finished bundle is not overwritten by a second run.
+    with pytest.raises(OutputFolderError, match="already holds a finished bundle.*--overwrite"):
+        export_bundle(spec, tmp_path / "out", log=logs.append)
+
+    # A run stopped before its last write resumes: nothing is distilled, exported or emulated again.
+    saved_manifest = (bundle / "manifest.json").read_bytes()
+    (bundle / "manifest.json").unlink()
     logs.clear()
     export_bundle(spec, tmp_path / "out", log=logs.append)
     text = "\n".join(map(str, logs))
     assert "already distilled" in text and "already exported" in text and "dev samples on emulated" not in text
+    assert json.loads((bundle / "manifest.json").read_bytes())["artifacts"] == json.loads(saved_manifest)["artifacts"]
 
-    # Another profile in the same folder is refused rather than mixed in.
+    # An unfinished run with other settings in the same folder is refused rather than mixed in.
+    (bundle / "manifest.json").unlink()
     other = RunSpec(profile, train, dev, tiny_teacher_dir, DistillSettings(epochs=2))
-    with pytest.raises(ValueError, match="--fresh"):
+    with pytest.raises(OutputFolderError, match="different profile, data, teacher or settings.*--overwrite"):
         export_bundle(other, tmp_path / "out", log=logs.append)
+    (bundle / "manifest.json").write_bytes(saved_manifest)
 
     # A corrupted artifact fails validation and is moved out of models/.
     victim = next(a for a in manifest["artifacts"] if a["format"] == "tflite")

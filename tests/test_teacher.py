@@ -72,3 +72,32 @@ def test_train_teacher_from_scratch_saves_a_real_xlnet(tmp_path, small_data):
     assert card["dev_accuracy"] == pytest.approx(accuracy(predict_logits(model, encoder, dev.texts), dev.labels))
     assert (tmp_path / "teacher" / "teacher_card.json").is_file()
     assert card["best_epoch"] in (1, 2)
+
+
+def test_pickle_teacher_is_converted_only_on_explicit_opt_in(tiny_teacher_dir, tmp_path):
+    """`toolkit teacher convert --trust-pickle` turns a pickle-only folder into one load_teacher accepts, same logits."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from toolkit.cli import app
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_teacher_dir, pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    with pytest.raises(TeacherError, match="--trust-pickle"):
+        load_teacher(pickled)
+
+    refused = CliRunner().invoke(app, ["teacher", "convert", str(pickled), str(tmp_path / "converted")])
+    assert refused.exit_code == 2 and "pass --trust-pickle" in refused.output
+    assert not (tmp_path / "converted").exists()
+
+    done = CliRunner().invoke(app, ["teacher", "convert", str(pickled), str(tmp_path / "converted"), "--trust-pickle"])
+    assert done.exit_code == 0, done.output
+    original, encoder = load_teacher(tiny_teacher_dir)
+    converted, _ = load_teacher(tmp_path / "converted")
+    ids = torch.tensor([encoder.encode(["a fine film"], seq_len=16).input_ids[0]], dtype=torch.long)
+    with torch.no_grad():
+        assert torch.equal(original(ids).logits, converted(ids).logits)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from toolkit.errors import ToolkitError
 from toolkit.profiles import Tolerances
 
 
@@ -45,7 +46,7 @@ EXACT_FLOAT_RECIPES = frozenset({"fp32"})
 FLOAT_COMPUTE_RECIPES = frozenset({"fp32", "fp16-weights", "weight-only-int8"})
 
 
-class ToleranceError(RuntimeError):
+class ToleranceError(ToolkitError, RuntimeError):
     """An artifact did not meet its profile's tolerances; the message says what differed."""
 
 

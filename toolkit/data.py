@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.errors import ToolkitError
 from toolkit.files import PROJECT_ROOT
 
 DEMO_DATA_DIR = PROJECT_ROOT / "toolkit" / "assets" / "sst2"
@@ -20,7 +21,7 @@ DEMO_DEV = DEMO_DATA_DIR / "dev.tsv"
 DEMO_LABEL_NAMES = {"0": "negative", "1": "positive"}
 
 
-class DataError(ValueError):
+class DataError(ToolkitError, ValueError):
     """A data file that cannot be used as it is; the message says where and why."""
 
 
@@ -120,7 +121,15 @@ def load_labelled(
     columns = columns or Columns()
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
-    rows = _read_rows(path)
+    try:
+        rows = _read_rows(path)
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not UTF-8 (byte 0x{err.object[err.start]:02x}); save the file as UTF-8, "
+            f"e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`"
+        ) from err
+
     if rows and "__error__" not in rows[0][1]:
         header = set(rows[0][1].keys()) - {None}
         missing = [c for c in (columns.text, columns.label, columns.pair) if c and c not in header]
@@ -142,7 +151,7 @@ def load_labelled(
         more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         raise DataError(f"{path}: {len(skipped)} bad rows:\n  {shown}{more}\n(pass --skip-bad-rows to skip them)")
     if not good:
-        raise DataError(f"{path}: no usable labelled rows")
+        raise DataError(f"{path}: no usable labelled rows (the file is empty or holds only a header)")
 
     raw_labels = [str(row[columns.label]).strip() for _, row in good]
     names = label_names if label_names is not None else _label_order(raw_labels)
@@ -150,6 +159,7 @@ def load_labelled(
     unknown = sorted({label for label in raw_labels if label not in index})
     if unknown:
         raise DataError(f"{path}: labels {unknown[:10]} are not in the label set {names}")
+
     return LabelledData(
         texts=[str(row[columns.text]) for _, row in good],
         pairs=[str(row[columns.pair]) for _, row in good] if columns.pair else None,
@@ -158,6 +168,16 @@ def load_labelled(
         source=str(path),
         skipped=skipped,
     )
+
+
+def require_two_classes(train: LabelledData) -> None:
+    """Training data with a single label teaches nothing; say so before any training starts."""
+    present = sorted({train.label_names[i] for i in train.labels})
+    if len(present) < 2:
+        raise DataError(
+            f"{train.source}: every row has the label {present}; a classifier needs at least two classes in its "
+            "training data"
+        )
 
 
 def _label_order(raw_labels: list[str]) -> list[str]:

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from toolkit.data import LabelledData, bucketed_batches
+from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path, atomic_write_json, sha256_file
 from toolkit.profiles import Profile
 from toolkit.student import StudentConfig, XLNetStudent, hf_layer_state, save_student
@@ -44,6 +45,10 @@ GFLOPS_PER_GHZ = 4.0
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Sizing the student from the profile
 # ---------------------------------------------------------------------------------------------------------------
+
+
+class DistillError(ToolkitError, ValueError):
+    """Distillation cannot start: no student fits the profile, labels disagree, a foreign checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ def choose_shape(
             candidates.append((fits, config, cost))
             if fits or (n_layer and d_model):
                 return config, cost
-    raise ValueError(
+    raise DistillError(
         f"no student shape fits profile '{profile.name}' (artifact ≤ {profile.budgets.artifact_mb} MB, latency ≤ "
         f"{profile.budgets.latency_ms} ms, parameters ≤ {max_parameters}); smallest tried: "
         f"{candidates[-1][1].n_layer} layers × d{candidates[-1][1].d_model} = {candidates[-1][2].parameters} params"
@@ -330,7 +335,7 @@ def distill(
 
     teacher, encoder = load_teacher(teacher_dir)
     if teacher.config.num_labels != len(train.label_names):
-        raise ValueError(
+        raise DistillError(
             f"the teacher has {teacher.config.num_labels} labels but the data has {len(train.label_names)} "
             f"({train.label_names})"
         )
@@ -356,6 +361,12 @@ def distill(
     params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     lengths = [len(ids) for ids in encoder.text_ids(train.texts)]
+    too_long = [n + 2 for n in lengths if n + 2 > config.seq_len]  # + <sep> <cls>
+    if too_long:
+        log(
+            f"truncation: {len(too_long)} of {len(lengths)} training texts are longer than the profile's "
+            f"{config.seq_len}-token sequence (longest: {max(too_long)} tokens) and are cut to fit"
+        )
     steps_per_epoch = math.ceil(len(train) / settings.batch_size / accelerator.num_processes)
     total = steps_per_epoch * settings.epochs
     scheduler = warmup_linear_schedule(optimizer, total, settings.warmup_ratio)
@@ -366,7 +377,7 @@ def distill(
     if resume and checkpoint_path.is_file():
         saved = torch.load(checkpoint_path, weights_only=True)
         if saved["fingerprint"] != fingerprint or saved["config"] != asdict(config):
-            raise ValueError(f"{checkpoint_path} belongs to another teacher, data or student shape; remove it")
+            raise DistillError(f"{checkpoint_path} belongs to another teacher, data or student shape; remove it")
         student.load_state_dict(saved["student"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])

@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path, cache_dir, sha256_file
 from toolkit.profiles import Device
 from toolkit.pte_runner import (
@@ -78,7 +79,7 @@ CPU_PARTS: dict[str, tuple[int, int, int]] = {
 }
 
 
-class EmulatorSetupError(RuntimeError):
+class EmulatorSetupError(ToolkitError, RuntimeError):
     """Something the emulator needs is missing; the message lists each thing with the command that installs it."""
 
 
@@ -152,7 +153,8 @@ def require_setup() -> None:
         raise _setup_error(missing)
 
 
-def _require_tools() -> None:
+def require_tools() -> None:
+    """Raise :class:`EmulatorSetupError` if a host tool is missing (the rootfs can still be built later)."""
     missing = _missing_tools()
     if missing:
         raise _setup_error(missing)
@@ -160,7 +162,7 @@ def _require_tools() -> None:
 
 def prepare_device() -> Path:
     """What the main job calls: the host tools must be installed; the rootfs is built here if it is not cached."""
-    _require_tools()
+    require_tools()
     return ensure_rootfs()
 
 

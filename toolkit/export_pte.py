@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from toolkit.checks import EXACT_FLOAT_RECIPES, CheckResult, ToleranceError, compare_logits, gate_against_student
+from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_bytes
 from toolkit.manifest import ArtifactRecord, describe_file, specs_json
 from toolkit.profiles import Artifact, Tolerances
@@ -56,7 +57,7 @@ from toolkit.student import (
 _NOT_KERNELS = {"executorch_call_delegate", "getitem", "alloc"}
 
 
-class PteExportError(RuntimeError):
+class PteExportError(ToolkitError, RuntimeError):
     """The .pte could not be built as asked (bad recipe, missing calibration data, ...)."""
 
 

@@ -30,6 +30,7 @@ from toolkit.checks import (
     gate_against_student,
     require_passed,
 )
+from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path
 from toolkit.profiles import Artifact, Tolerances
 from toolkit.student import (
@@ -50,7 +51,7 @@ RECIPES_WRONG_ON_TFLITE_RUNTIME_214 = {
 }
 
 
-class TfliteExportError(RuntimeError):
+class TfliteExportError(ToolkitError, RuntimeError):
     """A model that must not ship: the message says what is wrong and what to change."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -10,7 +11,28 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from toolkit.errors import ToolkitError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class DiskFullError(ToolkitError, OSError):
+    """The disk filled up during a write; nothing half-written was left behind."""
+
+
+class UnsafePathError(ToolkitError, ValueError):
+    """A path from a profile or manifest that points outside the folder it must stay in."""
+
+
+def inside(folder: Path | str, relative: str) -> Path:
+    """``folder / relative`` only if it stays inside ``folder`` (no absolute paths, ``..`` or escaping symlinks)."""
+    folder = Path(folder).resolve()
+    if Path(relative).is_absolute():
+        raise UnsafePathError(f"{relative!r} is an absolute path; bundle paths are relative to {folder}")
+    target = (folder / relative).resolve()
+    if not target.is_relative_to(folder):
+        raise UnsafePathError(f"{relative!r} points outside {folder}; refusing to read or write it")
+    return target
 
 
 def cache_dir(*parts: str) -> Path:
@@ -41,6 +63,13 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
         mode = os.stat(tmp).st_mode & 0o777
         os.chmod(tmp, mode | 0o644 | (0o111 if mode & 0o100 else 0))
         os.replace(tmp, final)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"no space left on the device while writing {final}; nothing half-written was kept. Free some space "
+                "and run the same command again (finished stages are kept)"
+            ) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -16,10 +16,12 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from toolkit.errors import ToolkitError
+
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "manifest.schema.json"
 
 
-class ManifestError(ValueError):
+class ManifestError(ToolkitError, ValueError):
     """A manifest that does not match the schema; ``errors`` holds one ``"$.path: problem"`` line per violation."""
 
     def __init__(self, errors: list[str], source: str = "manifest") -> None:

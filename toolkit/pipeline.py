@@ -1,7 +1,7 @@
 """The main job: profile -> teacher -> distill -> quantize + export -> host checks -> emulator -> bundle + report.
 
 Each stage is a function of the previous stages' outputs; the pipeline only composes them. Work is kept under
-``OUT/<profile>/work`` so an interrupted run resumes at the last finished stage (``--fresh`` starts over). The
+``OUT/<profile>/work`` so an interrupted run resumes at the last finished stage (``--overwrite`` starts over). The
 bundle an app needs is ``OUT/<profile>/``: ``models/`` (only artifacts that passed every check), ``tokenizer.json``,
 ``labels.json``, ``manifest.json`` and ``report.html``/``report.md``; artifacts that failed a check are moved to
 ``rejected/`` and recorded as invalid, and the command exits non-zero.
@@ -27,6 +27,7 @@ from toolkit.checks import EXACT_FLOAT_RECIPES, compare_logits, gate_against_stu
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
 from toolkit.distill import DistillSettings, distill
+from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_json, sha256_file
 from toolkit.manifest import ArtifactRecord, describe_file, specs_json
 from toolkit.profiles import Artifact, Profile
@@ -35,6 +36,7 @@ from toolkit.teacher import TEACHER_CARD, demo_teacher
 from toolkit.tokenizer import XLNetTextEncoder
 
 CALIBRATION_SAMPLES = 256
+MIN_CALIBRATION_SAMPLES = 32  # fewer real samples give int8 ranges that real inputs routinely exceed
 XLNET_BASE = {"n_layer": 12, "d_model": 768, "n_head": 12, "d_inner": 3072, "vocab_size": 32000}
 LIBRARIES = ("torch", "executorch", "torchao", "transformers", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")
 Log = Callable[[str], None]
@@ -341,27 +343,82 @@ def run_fingerprint(spec: RunSpec) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare_out_dir(spec: RunSpec, bundle: Path, fresh: bool) -> Path:
-    """The work folder, refusing to mix two different runs in one output folder."""
+class OutputFolderError(ToolkitError, ValueError):
+    """The output folder holds something this run must not overwrite or mix with."""
+
+
+def prepare_out_dir(spec: RunSpec, bundle: Path, overwrite: bool) -> Path:
+    """The work folder. Resumes an unfinished run of the same inputs; refuses to overwrite or mix anything else.
+
+    A bundle is finished once its manifest.json exists (written last, after every check): replacing it needs
+    ``overwrite``. An unfinished run with other inputs, or a folder the toolkit did not write, is refused too.
+    """
     work = bundle / "work"
     marker = work / "run.json"
-    fingerprint = run_fingerprint(spec)
-    if fresh and bundle.exists():
+    if overwrite and bundle.exists():
         shutil.rmtree(bundle)
+    if (bundle / "manifest.json").is_file():
+        raise OutputFolderError(
+            f"{bundle} already holds a finished bundle (manifest.json); pass --overwrite to replace it, "
+            "or choose another --out"
+        )
+    if bundle.is_dir() and any(bundle.iterdir()) and not marker.is_file():
+        raise OutputFolderError(
+            f"{bundle} is not empty and was not written by `toolkit export`; choose another --out "
+            "(or pass --overwrite to delete its contents)"
+        )
+    fingerprint = run_fingerprint(spec)
     if marker.is_file() and json.loads(marker.read_text())["fingerprint"] != fingerprint:
-        raise ValueError(
-            f"{bundle} holds a run with a different profile, data, teacher or settings; "
-            "use another --out or pass --fresh to start over"
+        raise OutputFolderError(
+            f"{bundle} holds an unfinished run with a different profile, data, teacher or settings; "
+            "use another --out, or pass --overwrite to discard it"
         )
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, {"fingerprint": fingerprint})
     return work
 
 
-def export_bundle(spec: RunSpec, out_dir: Path, fresh: bool = False, log: Log = print) -> dict:
+class PreflightError(ToolkitError, ValueError):
+    """The profile and inputs cannot produce a valid bundle; found before any slow stage runs."""
+
+
+def preflight(spec: RunSpec) -> None:
+    """Refuse, before minutes of distillation, what a later stage would refuse anyway."""
+    from toolkit.export_tflite import RECIPES_WRONG_ON_TFLITE_RUNTIME_214
+
+    problems = []
+    student = spec.profile.student
+    for artifact in spec.profile.artifacts:
+        if artifact.runtime == "tflite-runtime" and artifact.recipe in RECIPES_WRONG_ON_TFLITE_RUNTIME_214:
+            problems.append(f"{artifact.name}: {RECIPES_WRONG_ON_TFLITE_RUNTIME_214[artifact.recipe]}")
+        if artifact.delegate == "nnapi":
+            unsupported = [op for op in student.activations + student.normalisations if op in ("gelu", "layernorm")]
+            if unsupported or student.mask_input != "additive_bias":
+                problems.append(
+                    f"{artifact.name}: the NNAPI delegate cannot run {unsupported or 'an in-graph int mask'} in "
+                    "int8; set student.activations: [relu], student.normalisations: [l2norm], "
+                    "student.mask_input: additive_bias"
+                )
+        if artifact.recipe in ("full-int8", "int8-static", "int8-static-embedding") and (
+            len(spec.train) < MIN_CALIBRATION_SAMPLES
+        ):
+            problems.append(
+                f"{artifact.name} calibrates int8 ranges on training samples: it needs at least "
+                f"{MIN_CALIBRATION_SAMPLES}, the training data has {len(spec.train)}"
+            )
+    if problems:
+        raise PreflightError(f"profile '{spec.profile.name}' cannot be exported as asked:\n  " + "\n  ".join(problems))
+    if spec.emulate:
+        from toolkit.emulate import require_tools
+
+        require_tools()
+
+
+def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Log = print) -> dict:
     """Run every stage for one profile; returns the manifest (raises ExportFailed after writing it, on failure)."""
+    preflight(spec)
     bundle = Path(out_dir) / spec.profile.name
-    work = prepare_out_dir(spec, bundle, fresh)
+    work = prepare_out_dir(spec, bundle, overwrite)
     stages: dict[str, dict] = {}
     names = ["teacher", "distill", "export + host checks", "emulator", "bundle + report"]
 
@@ -403,13 +460,13 @@ def export_bundle(spec: RunSpec, out_dir: Path, fresh: bool = False, log: Log = 
 
 
 def write_manifest_and_report(manifest: dict, bundle: Path) -> None:
-    """Validate the manifest against its schema, write it, then the report beside it."""
+    """Validate the manifest against its schema, write the report, then the manifest (the completion mark)."""
     from toolkit.manifest_schema import validate_manifest
     from toolkit.report import write_report
 
     validate_manifest(manifest)
-    atomic_write_json(bundle / "manifest.json", manifest)
     write_report(manifest, bundle)
+    atomic_write_json(bundle / "manifest.json", manifest)  # last: its presence marks the bundle finished
 
 
 def default_data():
@@ -423,15 +480,20 @@ def validate_existing_bundle(bundle: Path, profile: Profile, eval_path: Path | N
     """``toolkit validate``: rerun the emulator stage on a bundle's artifacts and rewrite its manifest and report."""
     from toolkit.data import load_labelled
 
+    from toolkit.files import inside
+    from toolkit.manifest_schema import load_manifest
+
     bundle = Path(bundle)
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = load_manifest(bundle / "manifest.json")
+    for entry in manifest["artifacts"]:
+        inside(bundle, entry["file"])  # a manifest must not point the toolkit at files outside its bundle
     labels = list(manifest["data"]["train"]["label_counts"])
     recorded = Path(manifest["data"]["eval"]["path"])
     dev = load_labelled(eval_path or (recorded if recorded.is_file() else DEMO_DEV), label_names=labels)
     work = bundle / "work"
     student_dir = work / "student"
     if not student_dir.is_dir():
-        raise ValueError(f"{bundle}: no work/student folder (the bundle was not written by `toolkit export`)")
+        raise OutputFolderError(f"{bundle}: no work/student folder (the bundle was not written by `toolkit export`)")
     shutil.rmtree(work / "emulator", ignore_errors=True)  # validate means: run again
     records = []
     for entry in manifest["artifacts"]:

@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from toolkit.errors import ToolkitError
+
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
 Format = Literal["pte", "tflite"]
@@ -159,7 +161,7 @@ class Profile(Strict):
         return self
 
 
-class ProfileError(ValueError):
+class ProfileError(ToolkitError, ValueError):
     """A profile file that cannot be used; the message names the file and the bad field."""
 
 

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, bucketed_batches, display_names, load_labelled
+from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_json, cache_dir, sha256_file
 from toolkit.student import XLNetStudent, student_from_xlnet, xlnet_state_from_student
 from toolkit.tokenizer import XLNetTextEncoder, build_xlnet_tokenizer
@@ -28,7 +29,7 @@ from toolkit.tokenizer import XLNetTextEncoder, build_xlnet_tokenizer
 TEACHER_CARD = "teacher_card.json"
 
 
-class TeacherError(ValueError):
+class TeacherError(ToolkitError, ValueError):
     """A teacher folder that cannot be used; the message says why and what to do."""
 
 
@@ -39,7 +40,16 @@ def _check_teacher_folder(folder: Path) -> dict:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise TeacherError(f"{folder}: no config.json, so this is not a Hugging Face checkpoint folder")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TeacherError(f"{config_path}: not valid JSON ({err}); the checkpoint folder is corrupt") from err
+    if config.get("auto_map") or config.get("trust_remote_code"):
+        raise TeacherError(
+            f"{config_path} asks for custom model code (auto_map: {config.get('auto_map')}); the toolkit never runs "
+            "code shipped with a checkpoint. Save the model as a standard XLNetForSequenceClassification "
+            "(model_type 'xlnet', no auto_map) and try again"
+        )
     model_type = config.get("model_type")
     if model_type != "xlnet":
         raise TeacherError(f"{folder}: this is a '{model_type}' checkpoint, not XLNet; the toolkit distils XLNet only")
@@ -53,9 +63,9 @@ def _check_teacher_folder(folder: Path) -> dict:
     if not has_safetensors:
         pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
         hint = (
-            f" Found pickle weights {pickles}: they can run arbitrary code when loaded, so they are refused. Convert "
-            "them once in a trusted environment: `python -c \"from transformers import AutoModelForSequenceClassification "
-            f"as M; M.from_pretrained('{folder}').save_pretrained('{folder}-safetensors')\"`"
+            f" Found pickle weights {pickles}: pickle files can run code when loaded, so they are refused. If you "
+            f"trust where they came from, convert them once: `toolkit teacher convert {folder} "
+            f"{folder}-safetensors --trust-pickle` (loads tensors only, writes safetensors), then pass that folder"
             if pickles
             else ""
         )
@@ -69,19 +79,53 @@ def load_teacher(folder: Path | str):
 
     folder = Path(folder)
     _check_teacher_folder(folder)
-    model, info = XLNetForSequenceClassification.from_pretrained(
-        folder,
-        use_safetensors=True,
-        trust_remote_code=False,
-        local_files_only=True,
-        output_loading_info=True,
-    )
+    try:
+        model, info = XLNetForSequenceClassification.from_pretrained(
+            folder,
+            use_safetensors=True,
+            trust_remote_code=False,
+            local_files_only=True,
+            output_loading_info=True,
+        )
+    except Exception as err:  # transformers/safetensors raise many types for a damaged folder
+        raise TeacherError(
+            f"{folder}: the checkpoint could not be loaded ({type(err).__name__}: {str(err)[:300]}); the weights are "
+            "corrupt, truncated or do not match config.json. Re-save it with save_pretrained(safe_serialization=True)"
+        ) from err
     missing = [k for k in info.get("missing_keys", []) if "logits_proj" in k or "sequence_summary" in k]
     if missing:
         raise TeacherError(f"{folder}: the classification head is not in the checkpoint ({missing}); fine-tune first")
     model.config.use_mems_eval = False
     model.config.mem_len = None
     return model.eval(), load_encoder(folder)
+
+
+def convert_pickle_teacher(source: Path | str, target: Path | str) -> Path:
+    """Explicit opt-in for a pickle-only checkpoint: load it tensors-only and save it as safetensors.
+
+    transformers loads ``pytorch_model.bin`` with ``torch.load(weights_only=True)``, which refuses pickled code
+    objects; the result is a normal safetensors folder that :func:`load_teacher` accepts.
+    """
+    from transformers import XLNetForSequenceClassification
+
+    source, target = Path(source), Path(target)
+    if target.exists() and any(target.iterdir()):
+        raise TeacherError(f"{target} is not empty; choose a new folder for the converted teacher")
+    config_path = source / "config.json"
+    if not config_path.is_file():
+        raise TeacherError(f"{source}: no config.json, so this is not a Hugging Face checkpoint folder")
+    if json.loads(config_path.read_text(encoding="utf-8")).get("auto_map"):
+        raise TeacherError(f"{config_path} asks for custom model code; the toolkit never runs it")
+    try:
+        model = XLNetForSequenceClassification.from_pretrained(
+            source, use_safetensors=False, trust_remote_code=False, local_files_only=True
+        )
+    except Exception as err:
+        raise TeacherError(f"{source}: could not load the pickle weights tensors-only ({err})") from err
+    model.save_pretrained(target, safe_serialization=True)
+    encoder = load_encoder(source)
+    encoder.save_pretrained(target)
+    return target
 
 
 def load_encoder(folder: Path) -> XLNetTextEncoder:

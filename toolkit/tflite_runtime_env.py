@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_text, cache_dir
 
 TFLITE_RUNTIME_VERSION = "2.14.0"
@@ -59,7 +60,7 @@ print(json.dumps({"loaded": True, "samples": len(outputs)}))
 '''
 
 
-class TfliteRuntimeError(RuntimeError):
+class TfliteRuntimeError(ToolkitError, RuntimeError):
     """tflite-runtime 2.14 cannot load or run a model; the message names the op/version when it can."""
 
 

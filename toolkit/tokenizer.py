@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from toolkit.errors import ToolkitError
 from toolkit.files import PROJECT_ROOT, atomic_write_bytes, atomic_write_json, atomic_write_text, cache_dir, sha256_file
 
 VOCAB_DIR = PROJECT_ROOT / "toolkit" / "assets" / "xlnet_vocab"
@@ -41,7 +42,7 @@ PORTABLE_VERSION = 1
 SPIECE_UNDERLINE = "\u2581"
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(ToolkitError, RuntimeError):
     """A tokenizer asset or argument is wrong; the message says what to do."""
 
 
