@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit import profiles as profiles_mod
@@ -20,7 +21,7 @@ console = Console()
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code=code)
 
 
