@@ -7,7 +7,12 @@ What is checked, each against the HOST (the host encoder's inputs run by ``run_t
   the Python app with ai-edge-litert and with tflite-runtime 2.14;
 - the C++ tokenizer gives exactly the host encoder's ids, mask and types on all 872 SST-2 dev sentences, the
   awkward-Unicode set and sentence pairs (x86_64 build, and the aarch64 build under emulation);
-- clear errors for a missing bundle or model.
+- clear errors for a missing bundle or model;
+- every app (Python, C++, the Android app's Kotlin bundle code on the JVM) refuses, before loading a model, a file
+  whose SHA-256 differs from the manifest's, a manifest "file" leading out of the bundle (``..``, absolute, symlink),
+  an artifact marked ``valid: false`` and one without a ``sha256``; the C++ app's own SHA-256 (sha256.h) gives the
+  FIPS 180-4 vectors and hashlib's digests. The emulated runs on the untouched bundle show that the aarch64 build's
+  SHA-256 agrees with the host's too (a different digest would refuse the model).
 
 Run with ``-s`` to see the counts and the emulated timings. Emulator tests are marked ``emulator``.
 """
@@ -48,9 +53,10 @@ ANDROID_DIR = PROJECT_ROOT / "sample_apps" / "android"
 # The Android app's bundle handling is pure Kotlin: it compiles on the JVM with the tokenizer module.
 KOTLIN_SOURCES = [*sorted((ANDROID_DIR / "tokenizer" / "src" / "main").rglob("*.kt")),
                   ANDROID_DIR / "app/src/main/kotlin/org/xlnetedge/app/Bundle.kt",
-                  ANDROID_DIR / "app/src/test/kotlin/org/xlnetedge/app/BundleInputsMain.kt"]  # fmt: skip
+                  ANDROID_DIR / "app/src/test/kotlin/org/xlnetedge/app/BundleInputsMain.kt",
+                  ANDROID_DIR / "app/src/test/kotlin/org/xlnetedge/app/VerifyModelMain.kt"]  # fmt: skip
 CPP_DIR = APP_DIR / "cpp"
-CPP_SOURCES = ("build.sh", "classify_pte.cpp", "mini_json.h", "xlnet_tokenize.cpp", "xlnet_tokenizer.cpp",
+CPP_SOURCES = ("build.sh", "classify_pte.cpp", "mini_json.h", "sha256.h", "xlnet_tokenize.cpp", "xlnet_tokenizer.cpp",
                "xlnet_tokenizer.h")  # fmt: skip
 PI4 = load_profile("raspberry-pi-4").device  # cortex-a72
 FP32_ATOL = 1e-5  # same runtime, fp32, x86 vs emulated ARM: measured differences are ~1e-7
@@ -140,6 +146,65 @@ def python_app_command(bundle: Path, *args: str) -> list[str]:
     return [str(APP_DIR / "classify.py"), "--bundle", str(bundle), "--json", *args, *SENTENCES]
 
 
+def with_checksums(bundle: Path) -> Path:
+    """Record each artifact's sha256 in the manifest, as a real export does (the apps refuse a model without one)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for record in manifest["artifacts"]:
+        record["sha256"] = hashlib.sha256((bundle / record["file"]).read_bytes()).hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return bundle
+
+
+INSIDE_ONLY = "refusing to load it (a manifest may only name files inside its bundle)"
+TAMPERINGS = ["flipped byte", "parent path", "absolute path", "symlink out", "valid false", "no sha256"]
+
+
+def tampered_bundle(bundle: Path, folder: Path, how: str) -> tuple[Path, dict[str, str]]:
+    """A copy of ``bundle`` in ``folder`` tampered with as ``how`` says, and the refusal each artifact must get.
+
+    Files that a manifest points outside the bundle are exact copies of the models (their sha256 matches), so only
+    the path is wrong. Returns (bundle copy, {artifact name: the whole refusal message}).
+    """
+    copy = Path(shutil.copytree(bundle, folder / "bundle"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    messages = {}
+    for record in manifest["artifacts"]:
+        name, model = record["name"], copy / record["file"]
+        outside = folder / f"outside.{record['format']}"
+        shutil.copy(model, outside)
+        where = f"{copy}/manifest.json: artifact '{name}'"
+        if how == "flipped byte":
+            data = bytearray(model.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            model.write_bytes(bytes(data))
+            messages[name] = (f"{model}: sha256 {hashlib.sha256(data).hexdigest()} does not match the manifest's "
+                              f"{record['sha256']}; the file is corrupted or was replaced — re-export the bundle")
+        elif how == "parent path":
+            record["file"] = f"../{outside.name}"
+            messages[name] = (f'{where} has "file": "{record["file"]}", which leads out of the bundle folder {copy}; '
+                              f"{INSIDE_ONLY}")
+        elif how == "absolute path":
+            record["file"] = str(outside)
+            messages[name] = f'{where} has "file": "{outside}", an absolute path; {INSIDE_ONLY}'
+        elif how == "symlink out":
+            (copy / "models" / f"link.{record['format']}").symlink_to(outside)
+            record["file"] = f"models/link.{record['format']}"
+            messages[name] = (f'{where} has "file": "{record["file"]}", which resolves to {outside.resolve()}, outside '
+                              f"the bundle folder {copy}; {INSIDE_ONLY}")
+        elif how == "valid false":
+            record["valid"] = False
+            messages[name] = (f"{where} is marked \"valid\": false (it failed the export's checks; see the bundle's "
+                              "report.md); refusing to load it: pick a valid artifact or re-export the bundle")
+        elif how == "no sha256":
+            del record["sha256"]
+            messages[name] = (f'{where} has no "sha256", so {model} cannot be verified; refusing to load it: '
+                              "re-export the bundle")
+        else:
+            raise ValueError(how)
+    (copy / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return copy, messages
+
+
 def tokenizer_cases() -> list:
     """SST-2 dev, the awkward set (accents, emoji, CJK, long inputs, empty strings ...), then [text, pair] pairs."""
     return sst2_dev_sentences() + AWKWARD + [list(pair) for pair in PAIRS]
@@ -183,13 +248,14 @@ def group_counts(wrong: list[int]) -> str:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+    return with_checksums(build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny"))
 
 
 @pytest.fixture(scope="module")
 def bias_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The NNAPI-style signature: a float32 mask_bias input instead of the int32 attention_mask."""
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-bias", mask_input="additive_bias")
+    folder = tmp_path_factory.mktemp("bundle") / "tiny-bias"
+    return with_checksums(build_tiny_bundle(folder, mask_input="additive_bias"))
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +357,89 @@ def test_apps_report_a_missing_bundle_or_model(bundle: Path, host_cpp: Path, tmp
     shutil.copy(bundle / "manifest.json", tmp_path / "partial")
     result = subprocess.run(python_app + ["--bundle", str(tmp_path / "partial"), "x"], capture_output=True, text=True)
     assert result.returncode == 2 and "labels.json is missing" in result.stderr
+
+
+@pytest.mark.parametrize("how", TAMPERINGS)
+def test_apps_refuse_a_tampered_model_before_loading_it(how: str, bundle: Path, host_cpp: Path, tmp_path: Path) -> None:
+    """Python app, C++ app and the Android app's check (Bundle.kt's verifyModelFile on the JVM): exit code 2, the
+    whole refusal message, nothing classified."""
+    copy, messages = tampered_bundle(bundle, tmp_path, how)
+    runs = [
+        ("tflite-fp32", [sys.executable, str(APP_DIR / "classify.py"), "--bundle", str(copy), "--model", "tflite-fp32",
+                         "x"]),
+        ("pte-fp32", [str(host_cpp / "classify_pte"), str(copy), "pte-fp32", "x"]),
+        ("tflite-fp32", ["java", "-cp", str(android_bundle_jar()), "org.xlnetedge.app.VerifyModelMainKt", str(copy),
+                         "tflite-fp32", "pte-fp32"]),
+    ]  # fmt: skip
+    for name, command in runs:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stdout == "", (command, result.stdout, result.stderr[-2000:])
+        assert messages[name] in result.stderr, (command, messages[name], result.stderr[-2000:])
+
+
+def test_android_check_passes_the_untouched_bundle(bundle: Path) -> None:
+    """verifyModelFile accepts the untouched bundle's default tflite and pte (the Python and C++ apps' runs on it
+    are the tests above)."""
+    result = subprocess.run(["java", "-cp", str(android_bundle_jar()), "org.xlnetedge.app.VerifyModelMainKt",
+                             str(bundle)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    defaults = [next(r for r in manifest["artifacts"] if r["format"] == f) for f in ("tflite", "pte")]
+    expected = [[r["name"], str(bundle / r["file"]), r["sha256"]] for r in defaults]
+    assert [line.split("\t") for line in result.stdout.splitlines()] == expected
+
+
+SHA256_VECTORS = {  # FIPS 180-4 examples
+    b"": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    b"abc": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq":
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+    b"a" * 1_000_000: "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0",
+}  # fmt: skip
+
+
+def test_cpp_sha256_matches_known_vectors_and_hashlib(bundle: Path, tmp_path: Path) -> None:
+    """sha256.h (the C++ app's own SHA-256): the FIPS vectors, every length from 0 to 300 bytes (all padding
+    cases) and the bundle's models, each fed in chunks of 1, 7, 64 and 65536 bytes."""
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ not installed")
+    (tmp_path / "sha256_files.cpp").write_text(r"""
+        #include <fstream>
+        #include <iostream>
+        #include <iterator>
+        #include <string>
+        #include "sha256.h"
+        // sha256_files CHUNK FILE...: one hex digest per file, fed to Sha256::update CHUNK bytes at a time
+        int main(int argc, char** argv) {
+          size_t chunk = std::stoul(argv[1]);
+          for (int i = 2; i < argc; ++i) {
+            std::ifstream in(argv[i], std::ios::binary);
+            std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            Sha256 hash;
+            for (size_t at = 0; at < data.size(); at += chunk) {
+              hash.update(data.data() + at, std::min(chunk, data.size() - at));
+            }
+            std::cout << hash.hex_digest() << "\n";
+          }
+        }
+    """)
+    program = tmp_path / "sha256_files"
+    subprocess.run([compiler, "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{CPP_DIR}",
+                    str(tmp_path / "sha256_files.cpp"), "-o", str(program)], check=True)  # fmt: skip
+    rng = np.random.default_rng(0)
+    contents = list(SHA256_VECTORS) + [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in range(301)]
+    files = []
+    for i, content in enumerate(contents):
+        files.append(tmp_path / f"case{i}.bin")
+        files[-1].write_bytes(content)
+    files += sorted((bundle / "models").iterdir())
+    expected = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    assert expected[: len(SHA256_VECTORS)] == list(SHA256_VECTORS.values())
+    for chunk in (1, 7, 64, 65536):
+        result = subprocess.run([str(program), str(chunk), *map(str, files)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == expected, f"chunk {chunk}"
 
 
 @pytest.mark.parametrize("vocab", ["full", "trimmed"])

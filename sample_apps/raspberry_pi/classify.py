@@ -12,11 +12,16 @@ build the model inputs the manifest declares for the chosen artifact (``input_id
 OR ``mask_bias`` float32; ``token_type_ids`` int32 for pair tasks), run the interpreter, and print the label, the
 softmax scores and the inference latency. One warm-up inference runs at load time, so the printed latencies are
 steady-state figures rather than including the interpreter's one-time setup.
+
+Before loading a model it checks the manifest's record of it: the record must say ``valid: true``, its ``file`` must
+stay inside the bundle folder (no absolute path, no ``..`` or symlink leading out), and the file's SHA-256 must equal
+the record's ``sha256``. The interpreter is then given exactly the bytes that were hashed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -88,9 +93,50 @@ class Bundle:
             found = next((r for r in records if name in (r.get("name"), r.get("file"))), None)
             if found is None:
                 raise BundleError(f"no artifact named {name!r} in the bundle; it has: {describe_artifacts(records)}")
-        if not (self.folder / found["file"]).is_file():
+        if found.get("valid") is not True:
+            raise BundleError(f"{self.folder / 'manifest.json'}: artifact {found.get('name')!r} is marked "
+                              f"\"valid\": {json.dumps(found.get('valid'))} (it failed the export's checks; see the "
+                              "bundle's report.md); refusing to load it: pick a valid artifact or re-export the bundle")
+        if not self.model_path(found).is_file():
             raise BundleError(f"artifact {found['name']} is listed in the manifest but {found['file']} is missing")
         return found
+
+    def model_path(self, artifact: dict) -> Path:
+        """BUNDLE/FILE for the artifact's ``file``; refused when it is absolute or leads out of the bundle folder
+        (``..`` past the folder, or a symlink resolving outside it)."""
+        file = artifact.get("file")
+        where = f"{self.folder / 'manifest.json'}: artifact {artifact.get('name')!r} has \"file\": {json.dumps(file)}"
+        rule = "refusing to load it (a manifest may only name files inside its bundle)"
+        if not isinstance(file, str) or not file:
+            raise BundleError(f"{where}, which is not a path inside the bundle; {rule}")
+        if file.startswith(("/", "\\")) or Path(file).is_absolute():
+            raise BundleError(f"{where}, an absolute path; {rule}")
+        depth = 0
+        for part in file.split("/"):
+            depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+            if depth < 0:
+                raise BundleError(f"{where}, which leads out of the bundle folder {self.folder}; {rule}")
+        # Both resolved the same way (symlinks followed; a part that does not exist kept as it is), then compared.
+        # The returned path is the unresolved one: it opens the same file.
+        path = self.folder / file
+        real = path.resolve()
+        if not real.is_relative_to(self.folder.resolve()):
+            raise BundleError(f"{where}, which resolves to {real}, outside the bundle folder {self.folder}; {rule}")
+        return path
+
+    def read_verified(self, artifact: dict) -> bytes:
+        """The artifact's bytes, after checking them against the manifest's ``sha256``."""
+        path = self.model_path(artifact)
+        expected = artifact.get("sha256")
+        if not isinstance(expected, str) or not expected:
+            raise BundleError(f"{self.folder / 'manifest.json'}: artifact {artifact.get('name')!r} has no \"sha256\", "
+                              f"so {path} cannot be verified; refusing to load it: re-export the bundle")
+        content = path.read_bytes()
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != expected.lower():
+            raise BundleError(f"{path}: sha256 {actual} does not match the manifest's {expected}; the file is "
+                              "corrupted or was replaced — re-export the bundle")
+        return content
 
 
 def describe_artifacts(records: list[dict]) -> str:
@@ -141,9 +187,10 @@ class TfliteClassifier:
             raise BundleError(f"tokenizer.json is for length {bundle.tokenizer.seq_len} but {artifact['name']} takes "
                               f"{self.seq_len} tokens: the bundle mixes files from different exports")  # fmt: skip
         self.mask_value = float(bundle.config.get("mask_value", 30.0))
+        content = bundle.read_verified(artifact)  # path and checksum checked before anything loads it
         self.runtime, interpreter_class = load_interpreter_class(runtime)
-        path = bundle.folder / artifact["file"]
-        interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+        path = bundle.model_path(artifact)
+        interpreter = interpreter_class(model_content=content, num_threads=threads)  # the bytes that were hashed
         signatures = interpreter.get_signature_list()
         if not signatures:
             raise BundleError(f"{path} has no signature; re-export it with the toolkit")

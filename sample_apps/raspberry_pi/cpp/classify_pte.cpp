@@ -11,28 +11,39 @@
 // first, so these are steady-state figures). --json prints one JSON document instead. By default ExecuTorch runs
 // on one thread, which is what the toolkit's latency budgets are written for; --all-cores uses its thread pool.
 //
+// Before loading the model it checks the manifest's record of it: the record must say "valid": true, its "file" must
+// stay inside BUNDLE (no absolute path, no ".." or symlink leading out), and the file's SHA-256 (sha256.h) must equal
+// the record's "sha256". The program is then loaded from exactly the bytes that were hashed.
+//
 // Built like toolkit/runner/pte_runner.cpp, against the executorch wheel's shared libraries: see build.sh.
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <executorch/extension/data_loader/buffer_data_loader.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 #include <executorch/extension/threadpool/threadpool_guard.h>
 
 #include "mini_json.h"
+#include "sha256.h"
 #include "xlnet_tokenizer.h"
 
 using executorch::aten::ScalarType;
+using executorch::extension::BufferDataLoader;
 using executorch::extension::from_blob;
 using executorch::extension::TensorPtr;
 using executorch::extension::module::Module;
@@ -87,6 +98,114 @@ const minijson::Value& find_artifact(const minijson::Value& manifest, const std:
                            (listed.empty() ? "none" : listed));
 }
 
+// PATH made absolute, with "." and ".." applied and its symlinks followed, like Python's Path.resolve(): a part that
+// does not exist is kept as it is. Unlike realpath(3) it never fails on a path that exists only in part, so a
+// bundle folder and a file in it are always resolved alike and can be compared.
+std::string resolve_path(const std::string& path) {
+  std::vector<std::string> done, todo;  // todo: the parts still to walk, the next one last
+  auto add = [&todo](const std::string& more) {
+    std::vector<std::string> parts;
+    for (size_t start = 0; start <= more.size();) {
+      size_t end = more.find('/', start);
+      if (end == std::string::npos) end = more.size();
+      parts.push_back(more.substr(start, end - start));
+      start = end + 1;
+    }
+    todo.insert(todo.end(), parts.rbegin(), parts.rend());
+  };
+  add(path);
+  if (path.empty() || path[0] != '/') {
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd) != nullptr) add(cwd);
+  }
+  auto joined = [&done]() {
+    std::string out;
+    for (const std::string& part : done) out += "/" + part;
+    return out.empty() ? std::string("/") : out;
+  };
+  for (int links = 0; !todo.empty();) {
+    std::string part = todo.back();
+    todo.pop_back();
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!done.empty()) done.pop_back();
+      continue;
+    }
+    done.push_back(part);
+    char target[PATH_MAX];
+    ssize_t size = readlink(joined().c_str(), target, sizeof target - 1);
+    if (size <= 0) continue;  // not a symlink, or not there
+    if (++links > 40) throw std::runtime_error(path + ": too many levels of symbolic links");
+    done.pop_back();
+    if (target[0] == '/') done.clear();
+    add(std::string(target, static_cast<size_t>(size)));
+  }
+  return joined();
+}
+
+// BUNDLE/FILE for the record's "file", refused when it is absolute or leads out of the bundle folder (".." past
+// the folder, or a symlink resolving outside it): a manifest may only name files inside its bundle.
+std::string path_in_bundle(const std::string& bundle, const minijson::Value& record) {
+  const minijson::Value* field = record.find("file");
+  std::string file = field != nullptr && field->type == minijson::Value::Type::String ? field->string : "";
+  std::string where = bundle + "/manifest.json: artifact '" + record["name"].as_string() + "' has \"file\": \"" +
+                      file + "\"";
+  const std::string rule = "; refusing to load it (a manifest may only name files inside its bundle)";
+  if (file.empty()) throw std::runtime_error(where + ", which is not a path inside the bundle" + rule);
+  if (file[0] == '/' || file[0] == '\\') throw std::runtime_error(where + ", an absolute path" + rule);
+  int depth = 0;
+  for (size_t start = 0; start <= file.size();) {
+    size_t end = file.find('/', start);
+    if (end == std::string::npos) end = file.size();
+    std::string part = file.substr(start, end - start);
+    depth += part == ".." ? -1 : (part.empty() || part == ".") ? 0 : 1;
+    if (depth < 0) throw std::runtime_error(where + ", which leads out of the bundle folder " + bundle + rule);
+    start = end + 1;
+  }
+  std::string path = bundle + "/" + file, root = resolve_path(bundle), real = resolve_path(path);
+  if (root != "/" && real != root && real.compare(0, root.size() + 1, root + "/") != 0) {
+    throw std::runtime_error(where + ", which resolves to " + real + ", outside the bundle folder " + bundle + rule);
+  }
+  return path;
+}
+
+// A file's bytes in a 64-byte-aligned buffer (the program is loaded from it: its segments keep their alignment).
+struct ModelBytes {
+  ModelBytes() = default;
+  ModelBytes(const ModelBytes&) = delete;
+  ModelBytes& operator=(const ModelBytes&) = delete;
+  ~ModelBytes() { std::free(data); }
+  unsigned char* data = nullptr;
+  size_t size = 0;
+};
+
+// Reads PATH into BYTES and checks it against the record's "sha256"; refuses a mismatch before anything loads it.
+void read_verified(const std::string& path, const minijson::Value& record, const std::string& bundle,
+                   ModelBytes& bytes) {
+  const minijson::Value* field = record.find("sha256");
+  if (field == nullptr || field->type != minijson::Value::Type::String || field->string.empty()) {
+    throw std::runtime_error(bundle + "/manifest.json: artifact '" + record["name"].as_string() +
+                             "' has no \"sha256\", so " + path + " cannot be verified; refusing to load it: "
+                             "re-export the bundle");
+  }
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw std::runtime_error("cannot read the model file '" + path + "'");
+  bytes.size = static_cast<size_t>(in.tellg());
+  bytes.data = static_cast<unsigned char*>(std::aligned_alloc(64, (bytes.size / 64 + 1) * 64));
+  if (bytes.data == nullptr) throw std::runtime_error("out of memory reading '" + path + "'");
+  in.seekg(0);
+  if (!in.read(reinterpret_cast<char*>(bytes.data), static_cast<std::streamsize>(bytes.size))) {
+    throw std::runtime_error("cannot read the model file '" + path + "'");
+  }
+  std::string actual = sha256_hex(bytes.data, bytes.size), expected = field->string;
+  std::string lower = expected;
+  for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+  if (actual != lower) {
+    throw std::runtime_error(path + ": sha256 " + actual + " does not match the manifest's " + expected +
+                             "; the file is corrupted or was replaced — re-export the bundle");
+  }
+}
+
 ScalarType scalar_type(const std::string& dtype) {
   if (dtype == "int32") return ScalarType::Int;
   if (dtype == "float32") return ScalarType::Float;
@@ -127,8 +246,18 @@ class PteClassifier {
       throw std::runtime_error(name_ + " is a " + record["format"].as_string() +
                                " model; this app runs .pte (use ../classify.py for .tflite)");
     }
-    path_ = is_file(model) ? model : bundle + "/" + record["file"].as_string();
+    const minijson::Value* valid = record.find("valid");
+    bool is_bool = valid != nullptr && valid->type == minijson::Value::Type::Bool;
+    if (!is_bool || !valid->boolean) {
+      throw std::runtime_error(bundle + "/manifest.json: artifact '" + name_ + "' is marked \"valid\": " +
+                               (is_bool ? "false" : "(missing)") +
+                               " (it failed the export's checks; see the bundle's report.md); refusing to load it: "
+                               "pick a valid artifact or re-export the bundle");
+    }
+    std::string in_bundle = path_in_bundle(bundle, record);  // checked even when MODEL is a path of its own
+    path_ = is_file(model) ? model : in_bundle;
     if (!is_file(path_)) throw std::runtime_error("the model file '" + path_ + "' is missing");
+    read_verified(path_, record, bundle, model_bytes_);
     for (const auto& input : record["inputs"].items) {
       InputSpec spec{input["name"].as_string(), input["dtype"].as_string(), {}};
       for (const auto& size : input["shape"].items) spec.shape.push_back(size.as_int());
@@ -141,7 +270,8 @@ class PteClassifier {
                                " tokens: the bundle mixes files from different exports");
     }
 
-    module_ = std::make_unique<Module>(path_, Module::LoadMode::File);
+    // From the verified bytes, not the path: the file cannot be swapped between the check and the load.
+    module_ = std::make_unique<Module>(std::make_unique<BufferDataLoader>(model_bytes_.data, model_bytes_.size));
     if (module_->load() != Error::Ok) {
       throw std::runtime_error("cannot load '" + path_ + "' as an ExecuTorch program: corrupted, or written by an "
                                "executorch version other than the one this app was built against");
@@ -233,6 +363,7 @@ class PteClassifier {
   std::string name_, path_;
   std::vector<InputSpec> specs_;
   int seq_len_ = 0;
+  ModelBytes model_bytes_;  // the program's bytes: declared before module_, so they outlive it
   std::unique_ptr<Module> module_;
 };
 

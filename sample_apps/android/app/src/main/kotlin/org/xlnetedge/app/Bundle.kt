@@ -2,6 +2,9 @@ package org.xlnetedge.app
 
 import org.xlnetedge.tokenizer.Encoded
 import org.xlnetedge.tokenizer.MiniJson
+import java.io.File
+import java.io.InputStream
+import java.security.MessageDigest
 
 // The bundle an export writes, as the app reads it. Pure Kotlin (no Android imports) so that it compiles and runs
 // on a plain JVM: tests/test_sample_apps.py checks modelInputs() against the host's inputs that way.
@@ -18,8 +21,9 @@ class ArtifactSpec(
     val file: String,       // path inside the bundle, e.g. "models/tflite-full-int8.tflite"
     val format: String,     // "tflite" | "pte"
     val delegate: String,   // "nnapi" | "xnnpack" | "cpu": what the export was made and checked for
-    val valid: Boolean,     // false: the export's checks failed; not picked by default
-    val inputs: List<InputSpec>
+    val valid: Boolean,     // false: the export's checks failed; not picked by default, refused by verifyModelFile
+    val inputs: List<InputSpec>,
+    val sha256: String? = null  // hex SHA-256 of the file; checked before the model is loaded
 )
 
 /** One input ready to feed: [ints] for int32 inputs, [floats] for float32 ones. */
@@ -52,11 +56,88 @@ class BundleSpec(val labels: List<String>, val artifacts: List<ArtifactSpec>, va
                     InputSpec(input["name"] as String, input["dtype"] as String, shape)
                 }
                 ArtifactSpec(record["name"] as String, record["file"] as String, record["format"] as String,
-                             record["delegate"] as String, record["valid"] == true, inputs)
+                             record["delegate"] as String, record["valid"] == true, inputs,
+                             record["sha256"] as? String)
             }
             return BundleSpec(labels.map { it as String }, artifacts, maskValue)
         }
     }
+}
+
+/** A bundle file the app refuses to load; the message names the file or manifest field and what to do. */
+class BundleException(message: String) : IllegalArgumentException(message)
+
+private const val INSIDE_ONLY = "refusing to load it (a manifest may only name files inside its bundle)"
+
+/**
+ * The artifact's "file" as a normalised path inside the bundle (e.g. "models/x.tflite"), after the checks that need
+ * no file system: the record must say "valid": true, and the path must be relative and must not lead out of the
+ * bundle with "..". [bundleName] names the bundle in messages (a folder, or the APK's assets/bundle).
+ */
+fun bundlePath(artifact: ArtifactSpec, bundleName: String): String {
+    if (!artifact.valid) {
+        throw BundleException("$bundleName/manifest.json: artifact '${artifact.name}' is marked \"valid\": false " +
+            "(it failed the export's checks; see the bundle's report.md); refusing to load it: pick a valid " +
+            "artifact or re-export the bundle")
+    }
+    val where = "$bundleName/manifest.json: artifact '${artifact.name}' has \"file\": \"${artifact.file}\""
+    if (artifact.file == "") throw BundleException("$where, which is not a path inside the bundle; $INSIDE_ONLY")
+    if (artifact.file.startsWith("/") || artifact.file.startsWith("\\") || File(artifact.file).isAbsolute) {
+        throw BundleException("$where, an absolute path; $INSIDE_ONLY")
+    }
+    val parts = ArrayList<String>()
+    for (part in artifact.file.split('/')) {
+        when (part) {
+            "", "." -> {}
+            ".." -> if (parts.isEmpty()) {
+                throw BundleException("$where, which leads out of the bundle folder $bundleName; $INSIDE_ONLY")
+            } else parts.removeAt(parts.size - 1)
+            else -> parts.add(part)
+        }
+    }
+    return parts.joinToString("/")
+}
+
+/** Hex SHA-256 of everything [input] holds (java.security.MessageDigest). */
+fun sha256Hex(input: InputStream): String {
+    val digest = MessageDigest.getInstance("SHA-256")
+    val buffer = ByteArray(1 shl 16)
+    while (true) {
+        val count = input.read(buffer)
+        if (count < 0) break
+        digest.update(buffer, 0, count)
+    }
+    return digest.digest().joinToString("") { "%02x".format(it.toInt() and 0xff) }
+}
+
+/**
+ * The artifact's model file inside [bundleDir], checked before anything loads it: "valid": true, a path that stays
+ * inside the bundle (no absolute path, no ".." or symlink leading out), and a SHA-256 equal to the manifest's.
+ * Throws [BundleException] with the reason otherwise.
+ */
+fun verifyModelFile(bundleDir: File, artifact: ArtifactSpec): File {
+    val relative = bundlePath(artifact, bundleDir.path)
+    val root = bundleDir.canonicalFile
+    val file = File(bundleDir, relative)
+    val real = file.canonicalFile  // follows symlinks
+    if (!real.toPath().startsWith(root.toPath())) {
+        throw BundleException("${bundleDir.path}/manifest.json: artifact '${artifact.name}' has \"file\": " +
+            "\"${artifact.file}\", which resolves to $real, outside the bundle folder ${bundleDir.path}; $INSIDE_ONLY")
+    }
+    if (!file.isFile) {
+        throw BundleException("artifact ${artifact.name} is listed in the manifest but ${artifact.file} is missing")
+    }
+    val expected = artifact.sha256
+    if (expected.isNullOrEmpty()) {
+        throw BundleException("${bundleDir.path}/manifest.json: artifact '${artifact.name}' has no \"sha256\", so " +
+            "$file cannot be verified; refusing to load it: re-export the bundle")
+    }
+    val actual = file.inputStream().use { sha256Hex(it) }
+    if (actual != expected.toLowerCase()) {
+        throw BundleException("$file: sha256 $actual does not match the manifest's $expected; the file is " +
+            "corrupted or was replaced — re-export the bundle")
+    }
+    return file
 }
 
 /**

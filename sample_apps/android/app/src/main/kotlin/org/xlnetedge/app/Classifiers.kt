@@ -10,6 +10,7 @@ import org.tensorflow.lite.nnapi.NnApiDelegate
 import org.xlnetedge.tokenizer.Encoded
 import java.io.File
 import java.io.FileInputStream
+import java.io.IOException
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import java.nio.MappedByteBuffer
@@ -50,6 +51,30 @@ fun assetFile(context: Context, path: String): File {
         context.assets.open(path).use { input -> out.outputStream().use { input.copyTo(it) } }
     }
     return out
+}
+
+/**
+ * The artifact's model as a file in app storage, checked before anything loads it ([verifyModelFile] in Bundle.kt:
+ * "valid": true, a "file" that stays inside the bundle, and the manifest's SHA-256). LiteRT maps it and ExecuTorch
+ * needs a real file path, so the asset is copied once; a copy left by an older APK that no longer matches the
+ * manifest is copied again, and a bundled file that does not match is refused with the reason.
+ */
+fun verifiedModelFile(context: Context, artifact: ArtifactSpec): File {
+    val relative = bundlePath(artifact, "assets/$BUNDLE_ASSETS")  // before copying: "file" cannot lead out
+    val bundleDir = File(context.filesDir, BUNDLE_ASSETS)
+    val copy = File(bundleDir, relative)
+    if (copy.isFile) {
+        try {
+            return verifyModelFile(bundleDir, artifact)
+        } catch (stale: BundleException) {
+            // copied from an earlier bundle: copy it again below and check that
+        }
+    }
+    copy.parentFile?.mkdirs()
+    val partial = File(copy.path + ".partial")
+    context.assets.open("$BUNDLE_ASSETS/$relative").use { input -> partial.outputStream().use { input.copyTo(it) } }
+    if (!partial.renameTo(copy)) throw IOException("cannot write $copy")
+    return verifyModelFile(bundleDir, artifact)
 }
 
 /**

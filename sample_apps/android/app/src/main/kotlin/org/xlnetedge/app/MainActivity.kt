@@ -27,7 +27,7 @@ class MainActivity : Activity() {
             val artifacts = if (chosen != null) listOf(spec.artifact(chosen, "")) else
                 listOf("tflite", "pte").mapNotNull { f -> spec.artifacts.firstOrNull { it.format == f && it.valid } }
             for (artifact in artifacts) {
-                val model = assetFile(this, "$BUNDLE_ASSETS/${artifact.file}")
+                val model = verifiedModelFile(this, artifact)  // valid, inside the bundle, manifest's sha256
                 val classifier: Classifier = if (artifact.format == "tflite") {
                     val asked = intent.getStringExtra("backend")  // adb: --es backend XNNPACK
                     val backend = if (asked != null) Backend.valueOf(asked) else defaultBackend(artifact)
