@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import platform
 import shutil
 import time
@@ -146,15 +147,19 @@ def host_check(record, path, inputs, labels, reference, profile: Profile) -> dic
 
 
 
+def move_into(source: Path, target: Path) -> None:
+    """Rename within the bundle (one file system: atomic, so no folder ever holds a half-moved file)."""
+    target.parent.mkdir(exist_ok=True)
+    os.replace(source, target)
+
+
 def reject(record: ArtifactRecord, bundle: Path) -> None:
     """Move a failed artifact out of models/ so nothing in the bundle looks valid that is not."""
     source = bundle / record.file
-    target = bundle / "rejected" / source.name
-    target.parent.mkdir(exist_ok=True)
-    if source.exists():
-        shutil.move(source, target)
-    record.file = str(target.relative_to(bundle))
+    record.file = f"rejected/{source.name}"
     record.valid = False
+    if source.exists():
+        move_into(source, bundle / record.file)
 
 
 def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, log: Log, timings: dict) -> list:
@@ -182,7 +187,9 @@ def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, lo
                 continue
         log(f"{artifact.name}: exporting ({artifact.runtime}, {artifact.delegate})")
         suffix = "pte" if artifact.format == "pte" else "tflite"
-        path = bundle / "models" / f"{artifact.name}.{suffix}"
+        # Exported and checked in work/; only a checked file reaches models/ (or rejected/), so an interrupted
+        # run never leaves an unchecked model where an app would look for one.
+        path = work / "unchecked" / f"{artifact.name}.{suffix}"
         started = time.time()
         record = export_artifact(student, artifact, path, calibration, bundle)
         timings["export"] += time.time() - started
@@ -194,9 +201,10 @@ def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, lo
         log(f"{artifact.name}: {record.bytes / 1e6:.2f} MB, host accuracy {check['accuracy']:.4f} "
             f"(student {check['reference_accuracy']:.4f}), agreement {check['argmax_agreement']:.4f} -> "
             + ("PASS" if check["passed"] else "FAIL: " + "; ".join(check["failures"])))
-        if not record.valid:
-            reject(record, bundle)
-        atomic_write_json(cached, record.to_json())
+        staged = bundle / record.file
+        record.file = f"{'models' if record.valid else 'rejected'}/{staged.name}"
+        atomic_write_json(cached, record.to_json())  # the record first: a file in models/ always has one
+        move_into(staged, bundle / record.file)
         records.append(record)
     return records
 
@@ -374,6 +382,8 @@ def prepare_out_dir(spec: RunSpec, bundle: Path, overwrite: bool) -> Path:
             "use another --out, or pass --overwrite to discard it"
         )
     work.mkdir(parents=True, exist_ok=True)
+    for leftover in bundle.rglob("*.partial"):  # temporaries of writes a kill interrupted; never valid
+        leftover.unlink()
     atomic_write_json(marker, {"fingerprint": fingerprint})
     return work
 
