@@ -67,8 +67,17 @@ def test_narrower_student_uses_the_documented_projection(tiny_teacher_dir, small
     config = student_config_like(teacher.config, 32, n_layer=1, d_model=16, n_head=4, d_inner=32,
                                  vocab_size=len(vocab_map))
     student, record = init_from_teacher(teacher, config, vocab_map)
-    assert record["scheme"] == "pca-projection"
+    assert record["scheme"] == "rotated-pca-projection"
     assert student.word_embedding.weight.shape == (len(vocab_map), 16)
+    # The rows are the teacher's seen through its top-16 principal directions (a rotation keeps every inner
+    # product), but no single coordinate carries the dominant direction: per-coordinate spread is balanced.
+    embedding = teacher.state_dict()["transformer.word_embedding.weight"][torch.tensor(vocab_map.kept_ids)]
+    _, _, v = torch.linalg.svd(embedding - embedding.mean(0, keepdim=True), full_matrices=False)
+    unrotated = embedding @ v[:16].t()
+    rotated = student.word_embedding.weight.detach()
+    assert torch.allclose(rotated @ rotated.t(), unrotated @ unrotated.t(), atol=1e-5)
+    spread = lambda e: (e.std(0).max() / e.std(0).median()).item()  # noqa: E731
+    assert spread(rotated) < spread(unrotated) and spread(rotated) < 1.5
 
 
 def test_trimming_round_trips_ids_and_keeps_logits(tiny_teacher_dir, small_data):

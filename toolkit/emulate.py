@@ -332,7 +332,7 @@ def device_root(device: Device) -> Path:
 
 def build_insn_plugin() -> Path:
     """Build (or reuse) the instruction-count TCG plugin, cached by a hash of its source and qemu's plugin header."""
-    _require_tools()
+    require_tools()
     sources = [RUNNER_DIR / "insn_count_plugin.c", RUNNER_DIR / "marker.h", QEMU_PLUGIN_HEADER]
     key = hashlib.sha256("".join(sha256_file(p) for p in sources).encode()).hexdigest()[:12]
     plugin = cache_dir("emulator", f"plugin-{key}") / "libinsn_count.so"
@@ -421,7 +421,7 @@ def run_pte_emulated(
     the program's input order.
     """
     _require_model(model)
-    _require_tools()
+    require_tools()
     runner = build_runner("aarch64")
     with tempfile.TemporaryDirectory(prefix="emulated-pte-") as tmp:
         work = Path(tmp)
@@ -451,7 +451,7 @@ def run_tflite_emulated(
     if runtime not in RUNTIME_SITES:
         raise ValueError(f"runtime must be one of {list(RUNTIME_SITES)}, not {runtime!r}")
     _require_model(model)
-    _require_tools()
+    require_tools()
     site, _ = RUNTIME_SITES[runtime]
     with tempfile.TemporaryDirectory(prefix="emulated-tflite-") as tmp:
         work = Path(tmp)
