@@ -41,7 +41,7 @@ from torch import nn
 from toolkit.checks import EXACT_FLOAT_RECIPES, CheckResult, ToleranceError, compare_logits, gate_against_student
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_bytes
-from toolkit.manifest import ArtifactRecord, describe_file, specs_json
+from toolkit.manifest import ArtifactRecord
 from toolkit.profiles import Artifact, Tolerances
 from toolkit.student import (
     FixedLengthClassifier,
@@ -49,7 +49,6 @@ from toolkit.student import (
     eager_logits,
     example_inputs,
     input_specs,
-    output_specs,
 )
 
 
@@ -300,21 +299,12 @@ def export_pte(
     out_path = Path(out_path)
     atomic_write_bytes(out_path, program.buffer)
 
-    return ArtifactRecord(
-        name=artifact.name,
-        **describe_file(out_path, Path(bundle_dir or out_path.parent)),
-        format="pte",
-        recipe=artifact.recipe,
-        runtime=artifact.runtime,
-        delegate=artifact.delegate,
-        inputs=specs_json(input_specs(config)),
-        outputs=specs_json(output_specs(config)),
-        details={
-            "sequence_length": config.seq_len,
-            "quantization": prepared.quantization,
-            "delegation": delegation_summary(edge.exported_program(), program.exported_program()),
-        },
-    )
+    details = {
+        "sequence_length": config.seq_len,
+        "quantization": prepared.quantization,
+        "delegation": delegation_summary(edge.exported_program(), program.exported_program()),
+    }
+    return ArtifactRecord.for_file(artifact, out_path, Path(bundle_dir or out_path.parent), config, details)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from toolkit.files import sha256_file
-from toolkit.student import TensorSpec
+from toolkit.student import StudentConfig, TensorSpec, input_specs, output_specs
 
 
 @dataclass
@@ -30,6 +30,21 @@ class ArtifactRecord:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def for_file(cls, artifact, path: Path, bundle_dir: Path, config: StudentConfig, details: dict) -> "ArtifactRecord":
+        """The record of a freshly exported file (not yet valid): what every exporter fills in the same way."""
+        return cls(
+            name=artifact.name,
+            **describe_file(path, bundle_dir),
+            format=artifact.format,
+            recipe=artifact.recipe,
+            runtime=artifact.runtime,
+            delegate=artifact.delegate,
+            inputs=specs_json(input_specs(config)),
+            outputs=specs_json(output_specs(config)),
+            details=details,
+        )
 
 
 def describe_file(path: Path, bundle_dir: Path) -> dict:

@@ -30,9 +30,9 @@ from toolkit.distill import REPORT as DISTILL_REPORT
 from toolkit.distill import DistillSettings, distill
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_json, sha256_file
-from toolkit.manifest import ArtifactRecord, describe_file, specs_json
+from toolkit.manifest import ArtifactRecord
 from toolkit.profiles import Artifact, Profile
-from toolkit.student import XLNetStudent, input_specs, load_student, model_inputs, output_specs
+from toolkit.student import XLNetStudent, load_student, model_inputs
 from toolkit.teacher import TEACHER_CARD, demo_teacher
 from toolkit.tokenizer import XLNetTextEncoder
 
@@ -107,17 +107,7 @@ def export_artifact(student, artifact: Artifact, path: Path, calibration, bundle
     from toolkit.export_tflite import export_tflite
 
     result = export_tflite(student, artifact, path, calibration)
-    return ArtifactRecord(
-        name=artifact.name,
-        **describe_file(path, bundle),
-        format="tflite",
-        recipe=artifact.recipe,
-        runtime=artifact.runtime,
-        delegate=artifact.delegate,
-        inputs=specs_json(input_specs(student.config)),
-        outputs=specs_json(output_specs(student.config)),
-        details=result.details,
-    )
+    return ArtifactRecord.for_file(artifact, path, bundle, student.config, result.details)
 
 
 def run_on_host(record: ArtifactRecord, path: Path, inputs: list[np.ndarray]) -> np.ndarray:
