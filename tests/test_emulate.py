@@ -126,7 +126,12 @@ def test_pte_on_emulated_cpu_matches_host(ready: None, ptes: dict[str, Path], de
 def test_pte_instruction_counts_repeat_exactly(ready: None, ptes: dict[str, Path]) -> None:
     first = run_pte_emulated(PI4, ptes["int8"], sample_inputs())
     second = run_pte_emulated(PI4, ptes["int8"], sample_inputs())
-    assert first.instructions_per_inference == second.instructions_per_inference
+    # Steady-state inferences repeat to the instruction. The first one also does XNNPACK's one-time set-up, whose
+    # count moved by 600 of 225,000 instructions between two runs in a fresh CI clone (allocator/layout work), so
+    # it is only held to 1%; reports use the median, i.e. steady state.
+    assert len(first.instructions_per_inference) == len(second.instructions_per_inference) == 3
+    assert first.instructions_per_inference[1:] == second.instructions_per_inference[1:]
+    assert first.instructions_per_inference[0] == pytest.approx(second.instructions_per_inference[0], rel=0.01)
     np.testing.assert_array_equal(first.logits, second.logits)  # bit-reproducible too
     uncounted = run_pte_emulated(PI4, ptes["int8"], sample_inputs(), count_instructions=False)
     assert uncounted.instructions_per_inference == []
@@ -151,8 +156,10 @@ def test_litert_on_both_cpus_matches_host_and_counts_repeat(ready: None, tflite:
     for run in (a72_first, a76):
         np.testing.assert_allclose(run.logits, host, rtol=0, atol=FP32_TOLERANCE)
         assert len(run.instructions_per_inference) == 3
-    assert a72_first.instructions_per_inference == a72_second.instructions_per_inference
-    assert a72_first.instructions_per_inference != a76.instructions_per_inference  # different kernels per core
+    # Steady state repeats exactly; the first inference's one-time set-up only to 1% (see the pte test above).
+    assert a72_first.instructions_per_inference[1:] == a72_second.instructions_per_inference[1:]
+    assert a72_first.instructions_per_inference[0] == pytest.approx(a72_second.instructions_per_inference[0], rel=0.01)
+    assert a72_first.instructions_per_inference[1:] != a76.instructions_per_inference[1:]  # different kernels per core
 
 
 @pytest.mark.emulator
