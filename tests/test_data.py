@@ -77,3 +77,12 @@ def test_empty_and_mislabelled_data(tmp_path):
 def _touch(path):
     path.write_text("x")
     return path
+
+
+def test_non_utf8_byte_is_located_by_file_line_even_past_the_read_buffer(tmp_path):
+    """The csv reader decodes in chunks; the reported line must count from the file's start, not the chunk's."""
+    path = tmp_path / "late.tsv"
+    good = "".join(f"a perfectly fine sentence number {i}\t1\n" for i in range(2000))  # ~80 kB, many buffers
+    path.write_bytes(b"sentence\tlabel\n" + good.encode() + b"caf\xe9 au lait\t0\n")
+    with pytest.raises(DataError, match=r"line 2002 is not UTF-8 \(byte 0xe9\)"):
+        load_labelled(path)

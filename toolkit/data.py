@@ -91,6 +91,21 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
     raise DataError(f"{path}: unsupported file type '{suffix}'; use .tsv, .csv or .jsonl")
 
 
+def _not_utf8(path: Path) -> str:
+    """Where the first non-UTF-8 byte is. The reader's error offset counts from its current buffer, not the file,
+    so the whole file is decoded once more to find the line."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        return (
+            f"{path}: line {line} is not UTF-8 (byte 0x{raw[err.start]:02x}); save the file as UTF-8, "
+            f"e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`"
+        )
+    return f"{path}: not UTF-8; save the file as UTF-8"
+
+
 def _row_problem(row: dict, columns: Columns) -> str | None:
     if "__error__" in row:
         return row["__error__"]
@@ -123,12 +138,8 @@ def load_labelled(
         raise DataError(f"{path}: no such data file")
     try:
         rows = _read_rows(path)
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line} is not UTF-8 (byte 0x{err.object[err.start]:02x}); save the file as UTF-8, "
-            f"e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`"
-        ) from err
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path)) from None
 
     if rows and "__error__" not in rows[0][1]:
         header = set(rows[0][1].keys()) - {None}
