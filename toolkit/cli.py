@@ -166,7 +166,7 @@ def distill(
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
     settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, seed=seed)
     result = run_distill(
-        teacher or demo_teacher(log=console.print), train, dev, profile, out, settings,
+        teacher or demo_teacher(train, dev, log=console.print), train, dev, profile, out, settings,
         n_layer=layers, d_model=d_model, max_param_ratio=max_param_ratio, resume=resume, log=console.print,
     )
     r = result.report
@@ -182,7 +182,10 @@ def distill(
 def export(
     target: str = typer.Option(..., "--target", help="Profile name, a YAML path, or 'all' for every shipped profile."),
     out: Path = typer.Option(Path("out"), "--out", help="Output folder; each profile's bundle goes to OUT/<profile>."),
-    teacher: Path = typer.Option(None, "--teacher", help="Fine-tuned XLNet folder; default: the demo teacher."),
+    teacher: Path = typer.Option(
+        None, "--teacher",
+        help="Fine-tuned XLNet folder; default: a stand-in teacher trained from random init on --data (cached).",
+    ),
     data: Path = typer.Option(None, "--data", help="Training file; default: bundled SST-2 sample."),
     eval_: Path = typer.Option(None, "--eval", help="Dev file; default: bundled SST-2 dev."),
     epochs: int = typer.Option(2, help="Distillation epochs (SST-2: the student passes the teacher after 1-2)."),

@@ -59,6 +59,14 @@ class LabelledData:
             source=f"{self.source}[{len(indices)} rows]",
         )
 
+    def fingerprint(self) -> str:
+        """A hash of the rows' content (texts, pairs, labels by name): equal data, equal hash, whatever the file."""
+        import hashlib
+
+        rows = "\n".join(self.texts) + "\n" + "\n".join(self.pairs or []) + "\n"
+        labels = ",".join(self.label_names[i] for i in self.labels)
+        return hashlib.sha256((rows + labels).encode()).hexdigest()[:16]
+
     def summary(self) -> str:
         counts = ", ".join(f"{k}: {v}" for k, v in self.counts().items())
         skipped = f", {len(self.skipped)} bad rows skipped" if self.skipped else ""
@@ -198,11 +206,11 @@ def _label_order(raw_labels: list[str]) -> list[str]:
     return sorted(distinct)
 
 
-def display_names(label_names: list[str]) -> list[str]:
-    """Human-readable names for the demo data's 0/1 labels; other label sets are shown as they are."""
-    if sorted(label_names) == sorted(DEMO_LABEL_NAMES):
-        return [DEMO_LABEL_NAMES[name] for name in label_names]
-    return label_names
+def display_names(data: LabelledData) -> list[str]:
+    """Human-readable names for the bundled SST-2 demo data's 0/1 labels; other data's labels as they are."""
+    if Path(data.source.split("[")[0]).resolve() in (DEMO_TRAIN.resolve(), DEMO_DEV.resolve()):
+        return [DEMO_LABEL_NAMES.get(name, name) for name in data.label_names]
+    return list(data.label_names)
 
 
 def bucketed_batches(lengths: list[int], batch_size: int, seed: int, bucket_batches: int = 50) -> list[list[int]]:

@@ -8,8 +8,10 @@ The stage, in order:
    projected on the teacher embedding's top principal directions and fresh layers (documented in the README);
 4. knowledge distillation (:func:`distill`): temperature-softened KL to the cached teacher logits plus hard-label
    cross-entropy, optional hidden-state matching through a projection; fixed seeds, progress bar, per-epoch
-   checkpoints with ``resume``, early stopping on dev accuracy. The loop is written for Hugging Face Accelerate, so
-   ``accelerate launch -m toolkit distill ...`` runs it unchanged on several GPUs (DDP).
+   checkpoints with ``resume``, early stopping on dev accuracy. The loop is written for Hugging Face Accelerate:
+   under ``torchrun --nproc_per_node N -m toolkit distill ...`` or ``accelerate launch --multi_gpu --num_processes N
+   -m toolkit distill ...`` it runs data-parallel (DDP; gloo on CPUs, NCCL on GPUs), each process on its own slice of
+   every global batch, the main process alone printing and writing files (README, "Distillation on several processes").
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from tqdm.auto import tqdm
 
 from toolkit.data import LabelledData, bucketed_batches
 from toolkit.errors import ToolkitError
-from toolkit.files import atomic_path, atomic_write_json, sha256_file
+from toolkit.files import atomic_path, atomic_write_json, cache_dir, sha256_file
+from toolkit.labels import head_names, match_labels
 from toolkit.profiles import Profile
 from toolkit.student import StudentConfig, XLNetStudent, hf_layer_state, save_student
 from toolkit.teacher import accuracy, load_teacher, predict_logits, warmup_linear_schedule
@@ -40,6 +43,7 @@ REPORT = "distill_report.json"
 # Cost-model assumption until the emulator calibrates it: sustained fp32/int8 mixed throughput of an ARM core,
 # in GFLOP/s per GHz of clock (NEON, XNNPACK GEMM at roughly 25% of peak).
 GFLOPS_PER_GHZ = 4.0
+MAX_PARAM_RATIO = 0.25  # the largest student, as a share of the teacher's parameters (preflight sizes it the same)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -107,15 +111,14 @@ def choose_shape(
                 vocab_size=vocab_size,
                 d_model=width,
                 n_layer=depth,
-                n_head=constraints.n_head,
-                # The teacher's FFN width when its layers copy over, else the profile's ratio.
+                # The teacher's head layout and FFN width when its layers copy over, else the profile's.
+                n_head=teacher_config.n_head if width == teacher_d else constraints.n_head,
                 d_inner=teacher_config.d_inner if width == teacher_d else constraints.ffn_ratio * width,
                 num_labels=teacher_config.num_labels,
                 seq_len=profile.sequence_length,
                 activation=constraints.activations[0],
                 normalisation=constraints.normalisations[0],
                 mask_input=constraints.mask_input,
-                labels=[teacher_config.id2label[i] for i in range(teacher_config.num_labels)],
             )
             cost = predict_cost(config, profile)
             fits = (
@@ -258,17 +261,14 @@ class HiddenMatcher(torch.nn.Module):
         return torch.stack(losses).mean()
 
 
-def cached_teacher_logits(teacher, encoder, data: LabelledData, cache: Path, fingerprint: str) -> np.ndarray:
-    """Teacher logits on the training set, computed once per (teacher, data) and stored beside the student."""
-    if cache.is_file():
-        stored = np.load(cache)
-        if str(stored["fingerprint"]) == fingerprint:
-            return stored["logits"]
-    logits = predict_logits(teacher, encoder, data.texts, data.pairs, desc="teacher logits (cached once)")
-    with atomic_path(cache) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, logits=logits, fingerprint=np.array(fingerprint))
-    return logits
+def cached_teacher_logits(teacher, encoder, data: LabelledData, fingerprint: str) -> np.ndarray:
+    """Teacher logits on the training set, computed once per (teacher, data) and kept in the cache folder.
+
+    Kept outside the bundle (``.cache/teacher-logits/``), so a changed profile, ``--overwrite`` or a run that
+    failed later reuses them; an interrupted computation resumes from its last flushed batch.
+    """
+    cache = cache_dir("teacher-logits") / f"{fingerprint}.npy"
+    return predict_logits(teacher, encoder, data.texts, data.pairs, desc="teacher logits (cached once)", cache=cache)
 
 
 @torch.no_grad()
@@ -300,11 +300,6 @@ def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _data_fingerprint(data: LabelledData) -> str:
-    joined = "\n".join(data.texts) + "\n" + "\n".join(data.pairs or []) + "\n" + ",".join(map(str, data.labels))
-    return hashlib.sha256(joined.encode()).hexdigest()[:16]
-
-
 def _teacher_fingerprint(folder: Path) -> str:
     return _fingerprint(*(sha256_file(p) for p in sorted(folder.glob("*.safetensors"))))
 
@@ -318,7 +313,7 @@ def distill(
     settings: DistillSettings = DistillSettings(),
     n_layer: int | None = None,
     d_model: int | None = None,
-    max_param_ratio: float | None = 0.25,
+    max_param_ratio: float | None = MAX_PARAM_RATIO,
     resume: bool = False,
     stop_after_epochs: int | None = None,
     log=print,
@@ -330,21 +325,25 @@ def distill(
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    log = log if accelerator.is_main_process else _silent  # several processes: only the main one prints
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
 
     teacher, encoder = load_teacher(teacher_dir)
-    if teacher.config.num_labels != len(train.label_names):
-        raise DistillError(
-            f"the teacher has {teacher.config.num_labels} labels but the data has {len(train.label_names)} "
-            f"({train.label_names})"
-        )
+    # The data's labels as the teacher's output indices (one rule, see toolkit/labels.py); preflight made the
+    # same match before any slow stage, so a mismatch never gets this far in `toolkit export`.
+    labels_match = match_labels(head_names(teacher.config.to_dict()), train.label_names, str(teacher_dir))
+    if train.label_names != labels_match.names:
+        log(labels_match.describe())
+    train, dev = labels_match.apply(train), labels_match.apply(dev)
     teacher_params = sum(p.numel() for p in teacher.parameters())
     vocab_map = trim_vocabulary(encoder, train, settings.vocab_min_count)
     student_encoder = encoder.with_vocab_map(vocab_map)
     max_parameters = int(teacher_params * max_param_ratio) if max_param_ratio else None
     config, cost = choose_shape(profile, teacher.config, len(vocab_map.kept_ids), max_parameters, n_layer, d_model)
-    config = replace(config, uses_pairs=train.pairs is not None, dropout=teacher.config.dropout)
+    config = replace(
+        config, uses_pairs=train.pairs is not None, dropout=teacher.config.dropout, labels=list(labels_match.names)
+    )
     log(
         f"student: {config.n_layer} layers × d_model {config.d_model} ({config.activation}, {config.normalisation}), "
         f"vocab {config.vocab_size} of {teacher.config.vocab_size} -> {cost.parameters:,} params "
@@ -352,10 +351,11 @@ def distill(
         f"{cost.bytes_int8 / 1e6:.1f} MB int8, ~{cost.latency_ms_estimate:.1f} ms on {profile.device.cpu_model} (estimate)"
     )
 
-    fingerprint = _fingerprint(_teacher_fingerprint(teacher_dir), _data_fingerprint(train))
-    soft_targets = torch.from_numpy(
-        cached_teacher_logits(teacher, encoder, train, out_dir / "teacher_logits.npz", fingerprint)
-    )
+    fingerprint = _fingerprint(_teacher_fingerprint(teacher_dir), train.fingerprint())
+    with accelerator.main_process_first():  # the main process computes and caches; the others then load the cache
+        soft_targets = torch.from_numpy(
+            cached_teacher_logits(teacher, encoder, train, fingerprint)
+        )
     student, init_record = init_from_teacher(teacher, config, vocab_map)
     matcher = HiddenMatcher(config.d_model, teacher.config.d_model, config.n_layer) if settings.hidden_weight else None
     params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
@@ -367,13 +367,19 @@ def distill(
             f"truncation: {len(too_long)} of {len(lengths)} training texts are longer than the profile's "
             f"{config.seq_len}-token sequence (longest: {max(too_long)} tokens) and are cut to fit"
         )
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size / accelerator.num_processes)
+    # Data parallel (N processes: torchrun / accelerate launch): ``batch_size`` is the global batch. Every step takes
+    # the single-process run's next batch and process r trains on its rows r, r+N, ... (about batch_size/N rows);
+    # DDP averages the gradients with each process's loss weighted by its share, so a step's update is the
+    # single-process one up to float summation order and dropout masks, with the same schedule for any N.
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size)  # = len(bucketed_batches(...)) for any seed
     total = steps_per_epoch * settings.epochs
     scheduler = warmup_linear_schedule(optimizer, total, settings.warmup_ratio)
     teacher_layers = spread_layers(teacher.config.n_layer, config.n_layer)
 
     state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "stale": 0, "history": []}
     checkpoint_path = out_dir / CHECKPOINT
+    own_rng = False
     if resume and checkpoint_path.is_file():
         saved = torch.load(checkpoint_path, weights_only=True)
         if saved["fingerprint"] != fingerprint or saved["config"] != asdict(config):
@@ -384,24 +390,41 @@ def distill(
         if matcher is not None:
             matcher.load_state_dict(saved["matcher"])
         torch.set_rng_state(saved["rng"])
+        rank_rng = saved.get("rank_rng") or []  # every process's dropout stream (saved when several ran)
+        if world > 1 and len(rank_rng) == world:
+            torch.set_rng_state(rank_rng[rank])
+            own_rng = True
         state = json.loads(saved["state"])
         log(f"resuming after epoch {state['epoch']} (best dev accuracy {state['best_accuracy']:.4f})")
     elif resume:
         log(f"no checkpoint in {out_dir}: starting from the beginning")
+    if rank and not own_rng:  # each other process: its own dropout stream (DDP makes the weights rank 0's)
+        torch.manual_seed(settings.seed + 7919 * rank)
 
     plain_student = student  # before DDP wrapping: its helpers (mask_input) stay reachable
-    student, optimizer = accelerator.prepare(student, optimizer)
+    if matcher is not None:  # its gradients are averaged over the processes too
+        student, matcher, optimizer = accelerator.prepare(student, matcher, optimizer)
+    else:
+        student, optimizer = accelerator.prepare(student, optimizer)
     labels = torch.tensor(train.labels)
-    progress = tqdm(total=total, initial=state["epoch"] * steps_per_epoch, desc="distill", unit="step")
+    progress = tqdm(
+        total=total, initial=state["epoch"] * steps_per_epoch, desc="distill", unit="step",
+        disable=not accelerator.is_main_process,
+    )
     for epoch in range(state["epoch"], settings.epochs):
         if state["stale"] >= settings.patience:
             log(f"early stop: no dev improvement for {settings.patience} epochs")
             break
         student.train()
         batches = bucketed_batches(lengths, settings.batch_size, seed=settings.seed + epoch)
-        # Every process takes the same number of steps (DDP synchronises each backward pass).
-        batches = batches[: len(batches) - len(batches) % accelerator.num_processes]
-        for idx in batches[accelerator.process_index :: accelerator.num_processes]:
+        share: list[int] = []  # the training examples this process saw this epoch
+        for global_idx in batches:  # every process takes every step (DDP synchronises each backward pass)
+            idx = global_idx[rank::world]
+            weight = len(idx) * world / len(global_idx)  # exactly 1.0 for one process
+            if idx:
+                share.extend(idx)
+            else:  # a last batch smaller than the number of processes: take part in the step with a zero weight
+                idx, weight = global_idx[:1], 0.0
             batch = student_encoder.encode_padded_to_longest(
                 [train.texts[i] for i in idx],
                 None if train.pairs is None else [train.pairs[i] for i in idx],
@@ -417,9 +440,10 @@ def distill(
             )
             if matcher is not None:
                 teacher_hidden = _teacher_hidden(teacher, encoder, train, idx, teacher_layers, config.seq_len)
+                teacher_hidden = [h.to(logits.device) for h in teacher_hidden]
                 loss = loss + settings.hidden_weight * matcher(hidden[1:], teacher_hidden)
             optimizer.zero_grad()
-            accelerator.backward(loss)
+            accelerator.backward(loss * weight if world > 1 else loss)
             accelerator.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
@@ -427,8 +451,13 @@ def distill(
             progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_dev=f"{state['best_accuracy']:.3f}")
 
         plain = accelerator.unwrap_model(student)
-        dev_accuracy = accuracy(student_logits(plain, student_encoder, dev), dev.labels)
-        state["history"].append({"epoch": epoch + 1, "dev_accuracy": dev_accuracy})
+        # The main process evaluates and every process takes its result: the same early-stopping decision.
+        dev_accuracy = None
+        if accelerator.is_main_process:
+            dev_accuracy = accuracy(student_logits(plain, student_encoder, dev), dev.labels)
+        dev_accuracy = _from_main(accelerator, dev_accuracy)
+        ranks = _rank_shares(accelerator, share, len(train))
+        state["history"].append({"epoch": epoch + 1, "dev_accuracy": dev_accuracy, "ranks": ranks})
         state["epoch"] = epoch + 1
         if dev_accuracy > state["best_accuracy"]:
             state.update(best_accuracy=dev_accuracy, best_epoch=epoch + 1, stale=0)
@@ -438,26 +467,34 @@ def distill(
         else:
             state["stale"] += 1
         progress.set_postfix(epoch=epoch + 1, dev=f"{dev_accuracy:.3f}", best_dev=f"{state['best_accuracy']:.3f}")
+        rank_rng = _gather(accelerator, torch.get_rng_state()) if world > 1 else None
         if accelerator.is_main_process:
-            _save_checkpoint(checkpoint_path, plain, optimizer, scheduler, matcher, state, fingerprint, config)
+            plain_matcher = accelerator.unwrap_model(matcher) if matcher is not None else None
+            _save_checkpoint(
+                checkpoint_path, plain, optimizer, scheduler, plain_matcher, state, fingerprint, config, rank_rng
+            )
         if stop_after_epochs is not None and state["epoch"] >= stop_after_epochs:
             break
     progress.close()
 
-    teacher_dev = predict_logits(teacher, encoder, dev.texts, dev.pairs, desc="teacher dev")
+    teacher_accuracy = None
+    if accelerator.is_main_process:
+        teacher_dev = predict_logits(teacher, encoder, dev.texts, dev.pairs, desc="teacher dev")
+        teacher_accuracy = accuracy(teacher_dev, dev.labels)
+    teacher_accuracy = _from_main(accelerator, teacher_accuracy)
     report = {
         "profile": profile.name,
         "teacher": str(teacher_dir),
         "teacher_parameters": teacher_params,
         "teacher_shape": {"n_layer": teacher.config.n_layer, "d_model": teacher.config.d_model},
         "teacher_bytes_fp32": teacher_params * 4,
-        "teacher_dev_accuracy": accuracy(teacher_dev, dev.labels),
+        "teacher_dev_accuracy": teacher_accuracy,
         "student_dev_accuracy": state["best_accuracy"],
         "student_best_epoch": state["best_epoch"],
         "student_parameters": cost.parameters,
         "student_bytes_fp32": cost.bytes_fp32,
         "parameter_ratio": cost.parameters / teacher_params,
-        "retention": state["best_accuracy"] / max(1e-9, accuracy(teacher_dev, dev.labels)),
+        "retention": state["best_accuracy"] / max(1e-9, teacher_accuracy),
         "shape": asdict(config),
         "predicted": asdict(cost),
         "vocab": {
@@ -473,10 +510,55 @@ def distill(
         "epochs_run": state["epoch"],
         "wall_seconds": round(time.time() - started, 1),
         "finished": state["epoch"] >= settings.epochs or state["stale"] >= settings.patience,
+        "data_parallel": {
+            "processes": world,
+            "distributed_type": str(accelerator.distributed_type).split(".")[-1],
+            "global_batch": settings.batch_size,
+            "per_process_batch": math.ceil(settings.batch_size / world),
+        },
+        # What each process trained on in the last epoch run (every epoch's record is in "history").
+        "ranks": state["history"][-1].get("ranks", []) if state["history"] else [],
     }
     if accelerator.is_main_process:
         atomic_write_json(out_dir / REPORT, report)
+    accelerator.wait_for_everyone()  # every process returns once the student and the report are on disk
     return DistillResult(out_dir, report)
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """The ``log`` of the processes other than the main one."""
+
+
+def _gather(accelerator, value) -> list:
+    """Every process's ``value``, in rank order (on every process)."""
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
+
+
+def _from_main(accelerator, value):
+    """The main process's ``value`` on every process (decisions every process must take alike)."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
+
+
+def _indices_sha(indices) -> str:
+    return hashlib.sha256(",".join(map(str, sorted(indices))).encode()).hexdigest()[:16]
+
+
+def _rank_shares(accelerator, share: list[int], examples: int) -> list[dict]:
+    """Per process: how many training examples it trained on this epoch and a hash of which (sorted indices).
+
+    The shares must be disjoint and together cover the epoch; anything else is a bug in the loop, not a user error.
+    """
+    shares = _gather(accelerator, sorted(share)) if accelerator.num_processes > 1 else [sorted(share)]
+    seen = [i for s in shares for i in s]
+    if len(seen) != examples or set(seen) != set(range(examples)):
+        raise RuntimeError(f"data-parallel shares overlap or miss examples: {[len(s) for s in shares]} of {examples}")
+    return [{"rank": r, "examples": len(s), "indices_sha": _indices_sha(s)} for r, s in enumerate(shares)]
 
 
 def _teacher_hidden(teacher, encoder, data, idx, layers, max_len):
@@ -496,7 +578,7 @@ def _teacher_hidden(teacher, encoder, data, idx, layers, max_len):
     return [out.hidden_states[i + 1] for i in layers]
 
 
-def _save_checkpoint(path, student, optimizer, scheduler, matcher, state, fingerprint, config) -> None:
+def _save_checkpoint(path, student, optimizer, scheduler, matcher, state, fingerprint, config, rank_rng=None) -> None:
     """Everything a resumed run needs to continue exactly where an uninterrupted run would be."""
     payload = {
         "student": student.state_dict(),
@@ -509,5 +591,7 @@ def _save_checkpoint(path, student, optimizer, scheduler, matcher, state, finger
     }
     if matcher is not None:
         payload["matcher"] = matcher.state_dict()
+    if rank_rng is not None:  # several processes: each one's dropout stream, so a resume continues every one
+        payload["rank_rng"] = rank_rng
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

@@ -16,7 +16,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -27,13 +27,14 @@ from toolkit import __version__
 from toolkit.checks import EXACT_FLOAT_RECIPES, compare_logits, gate_against_student
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
-from toolkit.distill import DistillSettings, distill
+from toolkit.distill import CostPrediction, DistillSettings, distill
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_json, sha256_file
-from toolkit.manifest import ArtifactRecord
+from toolkit.labels import LabelMatch, match_labels
+from toolkit.manifest import ArtifactRecord, specs_json
 from toolkit.profiles import Artifact, Profile
-from toolkit.student import XLNetStudent, load_student, model_inputs
-from toolkit.teacher import TEACHER_CARD, demo_teacher
+from toolkit.student import StudentConfig, XLNetStudent, input_specs, load_student, model_inputs, output_specs
+from toolkit.teacher import TEACHER_CARD, TeacherInfo, TeacherRecipe, demo_teacher, inspect_teacher
 from toolkit.tokenizer import XLNetTextEncoder
 
 CALIBRATION_SAMPLES = 256
@@ -59,29 +60,42 @@ class RunSpec:
     emulate: bool = True
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What preflight decided before any slow stage; the stages receive it instead of deciding again."""
+
+    train: LabelledData  # labels are the teacher's output indices (see toolkit/labels.py)
+    dev: LabelledData
+    labels: LabelMatch
+    teacher: TeacherInfo | None  # None: a stand-in teacher is trained on the data in stage 1
+    student: StudentConfig  # the shape distillation will choose
+    cost: CostPrediction
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Stages
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def stage_teacher(spec: RunSpec, log: Log) -> tuple[Path, bool]:
-    """The teacher folder, and whether it came from the cache (the demo teacher is trained once)."""
+    """The teacher folder, and whether it came from the cache (a stand-in teacher is trained once per data set)."""
     if spec.teacher_dir is not None:
         return Path(spec.teacher_dir), False
     from toolkit.files import cache_dir
 
-    cached = any((p / TEACHER_CARD).is_file() for p in cache_dir("demo-teacher").iterdir())
-    return demo_teacher(log=log), cached
+    before = {p for p in cache_dir("demo-teacher").iterdir() if (p / TEACHER_CARD).is_file()}
+    folder = demo_teacher(spec.train, spec.dev, log=log)
+    return folder, folder in before
 
 
-def stage_distill(spec: RunSpec, teacher_dir: Path, work: Path, log: Log) -> Path:
+def stage_distill(plan: Plan, spec: RunSpec, teacher_dir: Path, work: Path, log: Log) -> Path:
     """The student folder (resumes an interrupted distillation; skips a finished one)."""
     student_dir = work / "student"
     report_path = student_dir / DISTILL_REPORT
     if report_path.is_file() and json.loads(report_path.read_text()).get("finished"):
         log(f"student already distilled in {student_dir}")
         return student_dir
-    distill(teacher_dir, spec.train, spec.dev, spec.profile, student_dir, spec.settings, resume=True, log=log)
+    distill(teacher_dir, plan.train, plan.dev, spec.profile, student_dir, spec.settings, resume=True, log=log)
     return student_dir
 
 
@@ -267,44 +281,45 @@ def data_entry(data: LabelledData) -> dict:
     }
 
 
-def build_manifest(spec, teacher_dir, student_dir, records, stages, tokenizer_path, labels) -> dict:
-    distilled = json.loads((student_dir / DISTILL_REPORT).read_text())
-    student = load_student(student_dir)
-    teacher_config = json.loads((teacher_dir / "config.json").read_text())
-    teacher_fingerprint = hashlib.sha256(
-        "".join(sha256_file(p) for p in sorted(teacher_dir.glob("*.safetensors"))).encode()
-    ).hexdigest()
-    base_parameters = xlnet_parameters(**XLNET_BASE)
+def teacher_entry(info: TeacherInfo, fingerprint: str, parameters: int, dev_accuracy: float, labels: LabelMatch):
+    """The manifest's teacher section: where it came from, its shape, tokenizer and how labels were matched."""
+    return {
+        "path": str(info.folder),
+        "fingerprint": fingerprint,
+        "parameters": parameters,
+        "bytes_fp32": 4 * parameters,
+        "dev_accuracy": dev_accuracy,
+        "config": info.shape,
+        "tokenizer": info.tokenizer_source,
+        "stand_in": info.stand_in,
+        "label_match": labels.to_json(),
+    }
 
+
+def student_entry(config: StudentConfig, distilled: dict) -> dict:
+    return {
+        "config": asdict(config),
+        "parameters": distilled["student_parameters"],
+        "bytes_fp32": distilled["student_bytes_fp32"],
+        "dev_accuracy": distilled["student_dev_accuracy"],
+        "retention": distilled["retention"],
+        "distill": {k: distilled[k] for k in ("history", "vocab", "wall_seconds", "init", "predicted", "settings")},
+    }
+
+
+def build_manifest(spec, teacher: dict, student: dict, tokenizer: dict, labels, records, stages) -> dict:
+    """The manifest from its parts; preflight builds one from predictions and validates it before any slow stage."""
+    base_parameters = xlnet_parameters(**XLNET_BASE)
     return {
         "schema_version": 1,
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "toolkit": {"version": __version__, "libraries": library_versions(), "python": platform.python_version()},
         "profile": spec.profile.model_dump(mode="json"),
-        "teacher": {
-            "path": str(teacher_dir),
-            "fingerprint": teacher_fingerprint,
-            "parameters": distilled["teacher_parameters"],
-            "bytes_fp32": distilled["teacher_bytes_fp32"],
-            "dev_accuracy": distilled["teacher_dev_accuracy"],
-            "config": {k: teacher_config[k] for k in ("n_layer", "d_model", "n_head", "d_inner", "vocab_size")},
-        },
+        "teacher": teacher,
         "data": {"train": data_entry(spec.train), "eval": data_entry(spec.dev)},
         "labels": labels,
-        "tokenizer": {
-            "file": tokenizer_path.name,
-            "sha256": sha256_file(tokenizer_path),
-            "vocab_size": student.config.vocab_size,
-            "trimmed_from": distilled["vocab"]["teacher"],
-        },
-        "student": {
-            "config": asdict(student.config),
-            "parameters": distilled["student_parameters"],
-            "bytes_fp32": distilled["student_bytes_fp32"],
-            "dev_accuracy": distilled["student_dev_accuracy"],
-            "retention": distilled["retention"],
-            "distill": {k: distilled[k] for k in ("history", "vocab", "wall_seconds", "init", "predicted", "settings")},
-        },
+        "tokenizer": tokenizer,
+        "student": student,
         "reference_sizes": {"xlnet_base_parameters": base_parameters, "xlnet_base_bytes_fp32": 4 * base_parameters},
         "artifacts": [r.to_json() for r in records],
         "validation": {
@@ -319,6 +334,62 @@ def build_manifest(spec, teacher_dir, student_dir, records, stages, tokenizer_pa
         "stages": stages,
         "total_seconds": round(sum(s["seconds"] for s in stages.values()), 1),
     }
+
+
+def final_manifest(spec, plan: Plan, teacher_dir, student_dir, records, stages, tokenizer_path) -> dict:
+    """The manifest of a finished run, from the distillation report, the student and the records."""
+    distilled = json.loads((student_dir / DISTILL_REPORT).read_text())
+    student = load_student(student_dir)
+    info = plan.teacher or inspect_teacher(teacher_dir, stand_in=True)
+    fingerprint = hashlib.sha256(
+        "".join(sha256_file(p) for p in sorted(Path(teacher_dir).glob("*.safetensors"))).encode()
+    ).hexdigest()
+    tokenizer = {
+        "file": tokenizer_path.name,
+        "sha256": sha256_file(tokenizer_path),
+        "vocab_size": student.config.vocab_size,
+        "trimmed_from": distilled["vocab"]["teacher"],
+    }
+    teacher = teacher_entry(
+        info, fingerprint, distilled["teacher_parameters"], distilled["teacher_dev_accuracy"], plan.labels
+    )
+    return build_manifest(spec, teacher, student_entry(student.config, distilled), tokenizer,
+                          plan.labels.names, records, stages)
+
+
+def draft_manifest(spec, plan: Plan) -> dict:
+    """The manifest this run will write, with predicted figures and placeholder digests (preflight validates it)."""
+    zero = "0" * 64
+    info = plan.teacher or TeacherInfo(Path("stand-in teacher"), _stand_in_config(spec, plan), "bundled", True)
+    teacher_params = xlnet_parameters(**info.shape, num_labels=len(plan.labels.names))
+    distilled = {
+        "student_parameters": plan.cost.parameters,
+        "student_bytes_fp32": plan.cost.bytes_fp32,
+        "student_dev_accuracy": 0.0,
+        "retention": 0.0,
+        "history": [],
+        "vocab": {"teacher": info.shape["vocab_size"], "student": plan.student.vocab_size},
+        "wall_seconds": 0.0,
+        "init": {},
+        "predicted": asdict(plan.cost),
+        "settings": asdict(spec.settings),
+    }
+    records = [
+        ArtifactRecord(
+            name=a.name, file=f"models/{a.name}.{a.format}", format=a.format, recipe=a.recipe, runtime=a.runtime,
+            delegate=a.delegate, sha256=zero, bytes=1, inputs=specs_json(input_specs(plan.student)),
+            outputs=specs_json(output_specs(plan.student)),
+        )
+        for a in spec.profile.artifacts
+    ]
+    tokenizer = {"file": "tokenizer.json", "sha256": zero, "vocab_size": plan.student.vocab_size,
+                 "trimmed_from": info.shape["vocab_size"]}
+    teacher = teacher_entry(info, zero, teacher_params, 0.0, plan.labels)
+    stages = {name: {"seconds": 0.0} for name in ("teacher", "distill", "export", "host_checks", "bundle")}
+    stages["teacher"]["cached"] = False
+    stages["emulator"] = {"seconds": 0.0, "skipped": not spec.emulate}
+    return build_manifest(spec, teacher, student_entry(plan.student, distilled), tokenizer, plan.labels.names,
+                          records, stages)
 
 
 def _not_validated(spec: RunSpec) -> list[str]:
@@ -382,9 +453,19 @@ class PreflightError(ToolkitError, ValueError):
     """The profile and inputs cannot produce a valid bundle; found before any slow stage runs."""
 
 
-def preflight(spec: RunSpec) -> None:
-    """Refuse, before minutes of distillation, what a later stage would refuse anyway."""
+def preflight(spec: RunSpec) -> Plan:
+    """Refuse, before minutes of distillation, what a later stage would refuse anyway; return what was decided.
+
+    Checks: recipes the device runtime runs wrongly, delegate rules, calibration data, the teacher folder (config,
+    weights present, tokenizer), the label match, a student shape within the budgets, the manifest this run would
+    write (schema and cross-field rules, with predicted figures), and the emulator tools.
+    """
+    from transformers import XLNetConfig
+
+    from toolkit.distill import MAX_PARAM_RATIO, choose_shape, trim_vocabulary
     from toolkit.export_tflite import RECIPES_WRONG_ON_TFLITE_RUNTIME_214
+    from toolkit.manifest_schema import validate_manifest
+    from toolkit.teacher import is_stand_in, load_encoder
 
     problems = []
     student = spec.profile.student
@@ -408,17 +489,54 @@ def preflight(spec: RunSpec) -> None:
             )
     if problems:
         raise PreflightError(f"profile '{spec.profile.name}' cannot be exported as asked:\n  " + "\n  ".join(problems))
+
+    if spec.teacher_dir is not None:
+        info = inspect_teacher(spec.teacher_dir, stand_in=is_stand_in(spec.teacher_dir))
+        teacher_config = XLNetConfig.from_dict(info.config)
+        encoder, _ = load_encoder(info.folder, vocab_size=info.shape["vocab_size"])
+        labels = match_labels(info.label_names, spec.train.label_names, str(info.folder))
+    else:
+        info = None
+        teacher_config = XLNetConfig.from_dict(_stand_in_config(spec))
+        encoder = XLNetTextEncoder()
+        labels = match_labels(display_names(spec.train), spec.train.label_names, "the stand-in teacher")
+    train, dev = labels.apply(spec.train), labels.apply(spec.dev)
+    vocab = trim_vocabulary(encoder, train, spec.settings.vocab_min_count)
+    teacher_parameters = xlnet_parameters(
+        teacher_config.n_layer, teacher_config.d_model, teacher_config.d_inner, teacher_config.vocab_size,
+        len(labels.names),
+    )
+    config, cost = choose_shape(spec.profile, teacher_config, len(vocab.kept_ids),
+                                int(teacher_parameters * MAX_PARAM_RATIO))
+    config = replace(config, uses_pairs=train.pairs is not None, dropout=teacher_config.dropout,
+                     labels=list(labels.names))
+    plan = Plan(train, dev, labels, info, config, cost)
+    validate_manifest(draft_manifest(spec, plan), source="the manifest this run would write")
     if spec.emulate:
         from toolkit.emulate import require_tools
 
         require_tools()
+    return plan
+
+
+def _stand_in_config(spec: RunSpec, plan: Plan | None = None) -> dict:
+    """config.json of the stand-in teacher stage 1 trains when no --teacher is given."""
+    from toolkit.teacher import recipe_config
+
+    return recipe_config(TeacherRecipe(), plan.labels.names if plan else display_names(spec.train)).to_dict()
 
 
 def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Log = print) -> dict:
     """Run every stage for one profile; returns the manifest (raises ExportFailed after writing it, on failure)."""
-    preflight(spec)
+    plan = preflight(spec)
+    if plan.teacher is not None and plan.teacher.tokenizer_source == "bundled":
+        log(f"tokenizer: {plan.teacher.folder} has no tokenizer files; using the bundled xlnet-base-cased vocabulary "
+            "(recorded in the manifest)")
+    if plan.labels.rule != "by name" or plan.labels.names != spec.train.label_names:
+        log(plan.labels.describe())
     bundle = Path(out_dir) / spec.profile.name
     work = prepare_out_dir(spec, bundle, overwrite)
+    staged = replace(spec, train=plan.train, dev=plan.dev)  # the data as the teacher's output indices
     stages: dict[str, dict] = {}
     names = ["teacher", "distill", "export + host checks", "emulator", "bundle + report"]
 
@@ -431,27 +549,26 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
     stages["teacher"] = {"seconds": round(time.time() - started, 1), "cached": cached}
 
     started = timed(2, names[1])
-    student_dir = stage_distill(spec, teacher_dir, work, log)
+    student_dir = stage_distill(plan, spec, teacher_dir, work, log)
     stages["distill"] = {"seconds": round(time.time() - started, 1)}
 
     timed(3, names[2])
     timings = {"export": 0.0, "host_checks": 0.0}
-    records = stage_export_and_check(spec, student_dir, bundle, work, log, timings)
+    records = stage_export_and_check(staged, student_dir, bundle, work, log, timings)
     stages.update({name: {"seconds": round(seconds, 1)} for name, seconds in timings.items()})
 
     started = timed(4, names[3])
     if spec.emulate:
-        stage_emulate(spec, records, student_dir, bundle, work, log)
+        stage_emulate(staged, records, student_dir, bundle, work, log)
     stages["emulator"] = {"seconds": round(time.time() - started, 1), "skipped": not spec.emulate}
 
     started = timed(5, names[4])
     encoder = XLNetTextEncoder.from_pretrained(student_dir)
     student = load_student(student_dir)
     tokenizer_path = encoder.export_portable(bundle / "tokenizer.json", seq_len=student.config.seq_len)
-    labels = display_names(spec.train.label_names)
-    atomic_write_json(bundle / "labels.json", labels)
+    atomic_write_json(bundle / "labels.json", plan.labels.names)
     stages["bundle"] = {"seconds": round(time.time() - started, 1)}
-    manifest = build_manifest(spec, teacher_dir, student_dir, records, stages, tokenizer_path, labels)
+    manifest = final_manifest(spec, plan, teacher_dir, student_dir, records, stages, tokenizer_path)
     write_manifest_and_report(manifest, bundle)
     if not manifest["validation"]["passed"]:
         failed = [r.name for r in records if not r.valid]
@@ -490,6 +607,9 @@ def validate_existing_bundle(bundle: Path, profile: Profile, eval_path: Path | N
     labels = list(manifest["data"]["train"]["label_counts"])
     recorded = Path(manifest["data"]["eval"]["path"])
     dev = load_labelled(eval_path or (recorded if recorded.is_file() else DEMO_DEV), label_names=labels)
+    match = manifest["teacher"].get("label_match")
+    if match:  # the data's labels as the teacher's output indices, as the export matched them
+        dev = LabelMatch(manifest["labels"], match["data_to_output"], match["rule"]).apply(dev)
     work = bundle / "work"
     student_dir = work / "student"
     if not student_dir.is_dir():

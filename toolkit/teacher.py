@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -24,7 +25,10 @@ from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, bucketed_batches, d
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_json, cache_dir, sha256_file
 from toolkit.student import XLNetStudent, student_from_xlnet, xlnet_state_from_student
-from toolkit.tokenizer import XLNetTextEncoder, build_xlnet_tokenizer
+from toolkit.labels import head_names
+from toolkit.tokenizer import (
+    CLS_ID, PAD_ID, SEP_ID, XLNetTextEncoder, build_xlnet_tokenizer, read_spiece_model,
+)
 
 TEACHER_CARD = "teacher_card.json"
 
@@ -73,12 +77,53 @@ def _check_teacher_folder(folder: Path) -> dict:
     return config
 
 
+# Where a teacher's tokenizer comes from, in the order they are tried (recorded in the manifest).
+TOKENIZER_SOURCES = {
+    "tokenizer.json": "the teacher's tokenizer.json",
+    "spiece.model": "the teacher's spiece.model (slow tokenizer files)",
+    "bundled": "the bundled xlnet-base-cased vocabulary (the teacher folder has no tokenizer files)",
+}
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    """What preflight knows about a teacher folder without loading its weights."""
+
+    folder: Path
+    config: dict
+    tokenizer_source: str  # a key of TOKENIZER_SOURCES
+    stand_in: bool = False  # trained by the toolkit from random initialisation (no real fine-tuned teacher given)
+
+    @property
+    def label_names(self) -> list[str]:
+        return head_names(self.config)
+
+    @property
+    def shape(self) -> dict:
+        return {k: int(self.config[k]) for k in ("n_layer", "d_model", "n_head", "d_inner", "vocab_size")}
+
+
+def inspect_teacher(folder: Path | str, stand_in: bool = False) -> TeacherInfo:
+    """Every check of a teacher folder that needs no weights: config, safetensors present, tokenizer usable."""
+    folder = Path(folder)
+    config = _check_teacher_folder(folder)
+    missing = [k for k in ("n_layer", "d_model", "n_head", "d_inner", "vocab_size") if not config.get(k)]
+    if missing:
+        raise TeacherError(f"{folder}/config.json lacks {missing}; re-save the model with save_pretrained")
+    _, source = load_encoder(folder, vocab_size=int(config["vocab_size"]))
+    return TeacherInfo(folder, config, source, stand_in)
+
+
 def load_teacher(folder: Path | str):
-    """(model in eval mode, encoder) from a fine-tuned ``XLNetForSequenceClassification`` folder."""
+    """(model in eval mode, encoder) from a fine-tuned ``XLNetForSequenceClassification`` folder.
+
+    Weights stored as fp16/bf16 are loaded as float32 (the logits that teach the student are computed in fp32);
+    sharded checkpoints (``model.safetensors.index.json``) load like single files.
+    """
     from transformers import XLNetForSequenceClassification
 
     folder = Path(folder)
-    _check_teacher_folder(folder)
+    config = _check_teacher_folder(folder)
     try:
         model, info = XLNetForSequenceClassification.from_pretrained(
             folder,
@@ -86,6 +131,7 @@ def load_teacher(folder: Path | str):
             trust_remote_code=False,
             local_files_only=True,
             output_loading_info=True,
+            dtype=torch.float32,
         )
     except Exception as err:  # transformers/safetensors raise many types for a damaged folder
         raise TeacherError(
@@ -97,7 +143,8 @@ def load_teacher(folder: Path | str):
         raise TeacherError(f"{folder}: the classification head is not in the checkpoint ({missing}); fine-tune first")
     model.config.use_mems_eval = False
     model.config.mem_len = None
-    return model.eval(), load_encoder(folder)
+    encoder, _ = load_encoder(folder, vocab_size=int(config["vocab_size"]))
+    return model.eval(), encoder
 
 
 def convert_pickle_teacher(source: Path | str, target: Path | str) -> Path:
@@ -123,17 +170,44 @@ def convert_pickle_teacher(source: Path | str, target: Path | str) -> Path:
     except Exception as err:
         raise TeacherError(f"{source}: could not load the pickle weights tensors-only ({err})") from err
     model.save_pretrained(target, safe_serialization=True)
-    encoder = load_encoder(source)
+    encoder, _ = load_encoder(source)
     encoder.save_pretrained(target)
     return target
 
 
-def load_encoder(folder: Path) -> XLNetTextEncoder:
-    """The teacher's own tokenizer when the folder has one, else the bundled xlnet-base-cased vocabulary."""
+def load_encoder(folder: Path, vocab_size: int | None = None) -> tuple[XLNetTextEncoder, str]:
+    """(encoder, source): the teacher's ``tokenizer.json``, else its ``spiece.model``, else the bundled vocabulary.
+
+    The source is a key of :data:`TOKENIZER_SOURCES`. A tokenizer that does not fit the teacher (another vocabulary
+    size, XLNet's specials elsewhere) is refused: the toolkit's inputs put ``<sep>``/``<cls>``/``<pad>`` at ids 4/3/5.
+    """
+    folder = Path(folder)
     try:
-        return XLNetTextEncoder.from_pretrained(folder)
-    except (OSError, ValueError, FileNotFoundError):
-        return XLNetTextEncoder(build_xlnet_tokenizer())
+        if (folder / "tokenizer.json").is_file():
+            encoder, source = XLNetTextEncoder.from_pretrained(folder), "tokenizer.json"
+        elif (folder / "spiece.model").is_file():
+            # Built like the bundled tokenizer (transformers 5's own spiece.model path drops the converter's rules).
+            encoder, source = XLNetTextEncoder(build_xlnet_tokenizer(*read_spiece_model(folder / "spiece.model"))), (
+                "spiece.model"
+            )
+        else:
+            encoder, source = XLNetTextEncoder(build_xlnet_tokenizer()), "bundled"
+    except ToolkitError:
+        raise
+    except Exception as err:  # tokenizers/sentencepiece/protobuf raise many types for a damaged file
+        raise TeacherError(
+            f"{folder}: its tokenizer files could not be read ({type(err).__name__}: {str(err)[:200]}); re-save them "
+            "with the tokenizer's save_pretrained, or delete them to use the bundled xlnet-base-cased vocabulary"
+        ) from err
+    specials = {"<cls>": CLS_ID, "<sep>": SEP_ID, "<pad>": PAD_ID}
+    found = {t: encoder.tokenizer.convert_tokens_to_ids(t) for t in specials}
+    if found != specials or (vocab_size is not None and encoder.vocab_size_full != vocab_size):
+        raise TeacherError(
+            f"{folder}: its tokenizer ({TOKENIZER_SOURCES[source]}) does not fit an XLNet teacher of vocab_size "
+            f"{vocab_size}: {encoder.vocab_size_full} pieces, specials at {found} (XLNet: {specials}). Save the "
+            "tokenizer the model was fine-tuned with into the folder"
+        )
+    return encoder, source
 
 
 FAST_PATH_MAX_LEN = 512
@@ -147,15 +221,63 @@ def fast_equivalent(model) -> "XLNetStudent":
     return student_from_xlnet(model, seq_len=FAST_PATH_MAX_LEN)
 
 
+def compute_device() -> torch.device:
+    """A GPU when there is one (teacher logits, teacher training, distillation), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def length_batches(lengths: list[int], max_tokens: int, max_rows: int = 256) -> list[np.ndarray]:
+    """Indices sorted by length, cut into batches of at most ``max_tokens`` padded tokens (and ``max_rows`` rows).
+
+    Sorting keeps padding small; the token budget keeps a batch of long texts from using much more memory than a
+    batch of short ones.
+    """
+    order = np.argsort(lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < max_rows and (end + 1 - start) * lengths[order[end]] <= max_tokens:
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
 @torch.no_grad()
-def predict_logits(model, encoder: XLNetTextEncoder, texts, pairs=None, batch_size: int = 64, desc="teacher"):
-    """Logits [N, C] of an HF XLNet classifier (run through its fast equivalent), batches padded to their longest."""
-    fast = fast_equivalent(model).eval() if not isinstance(model, XLNetStudent) else model.eval()
-    device = next(fast.parameters()).device
-    order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
-    out = np.zeros((len(texts), fast.config.num_labels), dtype=np.float32)
-    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):
-        idx = order[start : start + batch_size]
+def predict_logits(
+    model,
+    encoder: XLNetTextEncoder,
+    texts,
+    pairs=None,
+    max_tokens: int = 8192,
+    desc="teacher",
+    cache: Path | None = None,
+) -> np.ndarray:
+    """Logits [N, C] of an HF XLNet classifier (run through its fast equivalent, on a GPU when present).
+
+    Texts are batched by token length (:func:`length_batches`); the progress bar counts tokens, so its ETA holds
+    although short texts come first. With ``cache`` (a ``.npy`` path) the logits are written to a memory-mapped
+    file as they are computed and flushed every few seconds with the number of rows done: an interrupted run
+    resumes there, and the finished file is renamed into place (so a complete ``cache`` is always whole).
+    """
+    if cache is not None and Path(cache).is_file():
+        return np.load(cache)
+    fast = fast_equivalent(model) if not isinstance(model, XLNetStudent) else model
+    device = compute_device()
+    fast = fast.to(device).eval()
+    extra = 2 if pairs is None else 3
+    ids_a = encoder.text_ids(list(texts))
+    ids_b = None if pairs is None else encoder.text_ids(list(pairs))
+    lengths = [min(FAST_PATH_MAX_LEN, len(a) + extra + (0 if ids_b is None else len(ids_b[i])))
+               for i, a in enumerate(ids_a)]
+    batches = length_batches(lengths, max_tokens)
+    out, done, progress_file = _logits_store(cache, len(texts), fast.config.num_labels)
+    tokens = [len(b) * lengths[b[-1]] for b in batches]
+    progress = tqdm(total=sum(tokens), initial=sum(tokens[:done]), desc=desc, unit="tok", unit_scale=True,
+                    leave=False)
+    last_flush = time.time()
+    for number in range(done, len(batches)):
+        idx = batches[number]
         batch = encoder.encode_padded_to_longest(
             [texts[i] for i in idx], None if pairs is None else [pairs[i] for i in idx], max_len=FAST_PATH_MAX_LEN
         )
@@ -165,7 +287,40 @@ def predict_logits(model, encoder: XLNetTextEncoder, texts, pairs=None, batch_si
             torch.from_numpy(batch.token_type_ids).to(device),
         )
         out[idx] = logits.float().cpu().numpy()
-    return out
+        progress.update(tokens[number])
+        if progress_file is not None and time.time() - last_flush > 10:
+            out.flush()
+            atomic_write_json(progress_file, {"batches_done": number + 1, "batches": len(batches)})
+            last_flush = time.time()
+    progress.close()
+    if cache is None:
+        return out
+    out.flush()
+    del out
+    partial = _partial_name(cache)
+    os.replace(partial, cache)
+    progress_file.unlink(missing_ok=True)
+    return np.load(cache)
+
+
+def _partial_name(cache: Path) -> Path:
+    return Path(cache).with_name(Path(cache).stem + ".inprogress.npy")
+
+
+def _logits_store(cache: Path | None, rows: int, classes: int):
+    """(array to fill, batches already done, progress file): in memory, or a memory-mapped resumable file."""
+    if cache is None:
+        return np.zeros((rows, classes), dtype=np.float32), 0, None
+    cache = Path(cache)
+    partial, progress_file = _partial_name(cache), cache.with_name(cache.stem + ".progress.json")
+    if partial.is_file() and progress_file.is_file():
+        stored = np.load(partial, mmap_mode="r+")
+        if stored.shape == (rows, classes):
+            return stored, int(json.loads(progress_file.read_text())["batches_done"]), progress_file
+    progress_file.unlink(missing_ok=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(rows, classes))
+    return out, 0, progress_file
 
 
 def accuracy(logits: np.ndarray, labels) -> float:
@@ -209,17 +364,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_teacher(
-    train: LabelledData, dev: LabelledData, out_dir: Path | str, recipe: TeacherRecipe = TeacherRecipe()
-) -> dict:
-    """Train an XLNet classifier from scratch on ``train``, keep the best dev epoch, ``save_pretrained`` it."""
-    from transformers import XLNetConfig, XLNetForSequenceClassification
+def recipe_config(recipe: TeacherRecipe, names: list[str], vocab_size: int = 32000):
+    """The ``XLNetConfig`` of a teacher trained from scratch with ``recipe`` (preflight reads it before training)."""
+    from transformers import XLNetConfig
 
-    _seed_everything(recipe.seed)
-    encoder = XLNetTextEncoder(build_xlnet_tokenizer())
-    names = display_names(train.label_names)
-    config = XLNetConfig(
-        vocab_size=encoder.vocab_size,
+    return XLNetConfig(
+        vocab_size=vocab_size,
         d_model=recipe.d_model,
         n_layer=recipe.n_layer,
         n_head=recipe.n_head,
@@ -234,8 +384,19 @@ def train_teacher(
         pad_token_id=5,
         architectures=["XLNetForSequenceClassification"],
     )
+
+
+def train_teacher(
+    train: LabelledData, dev: LabelledData, out_dir: Path | str, recipe: TeacherRecipe = TeacherRecipe()
+) -> dict:
+    """Train an XLNet classifier from scratch on ``train``, keep the best dev epoch, ``save_pretrained`` it."""
+    from transformers import XLNetConfig, XLNetForSequenceClassification
+
+    _seed_everything(recipe.seed)
+    encoder = XLNetTextEncoder(build_xlnet_tokenizer())
+    config = recipe_config(recipe, display_names(train), encoder.vocab_size)
     hf_model = XLNetForSequenceClassification(config)  # transformers' own random initialisation
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when there is one; the demo runs on 2 CPU cores
+    device = str(compute_device())  # a GPU when there is one; the demo runs on 2 CPU cores
     model = fast_equivalent(hf_model).to(device)  # trained in the toolkit's implementation of the same math, saved as HF
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
@@ -299,23 +460,40 @@ def _save_as_transformers(model: XLNetStudent, hf_model, out_dir: Path) -> None:
     hf_model.save_pretrained(out_dir, safe_serialization=True)
 
 
-def demo_teacher(recipe: TeacherRecipe = TeacherRecipe(), log=print) -> Path:
-    """The demo teacher folder, trained on the bundled SST-2 sample once and cached (keyed by data + recipe)."""
+def demo_teacher(
+    train: LabelledData | None = None,
+    dev: LabelledData | None = None,
+    recipe: TeacherRecipe = TeacherRecipe(),
+    log=print,
+) -> Path:
+    """A stand-in teacher trained from random initialisation on ``train`` (default: the bundled SST-2 sample).
+
+    Trained once and cached, keyed by the data's content, the recipe and the tokenizer. It stands in for the
+    fine-tuned XLNet a user would bring (none can be downloaded here); manifests and reports say so.
+    """
+    if train is None:
+        train = load_labelled(DEMO_TRAIN)
+        dev = load_labelled(DEMO_DEV, label_names=train.label_names)
     tokenizer = build_xlnet_tokenizer().backend_tokenizer.to_str()
     key = hashlib.sha256(
-        "|".join([sha256_file(DEMO_TRAIN), sha256_file(DEMO_DEV), json.dumps(asdict(recipe), sort_keys=True), tokenizer])
+        "|".join([train.fingerprint(), dev.fingerprint(), json.dumps(asdict(recipe), sort_keys=True), tokenizer])
         .encode()
     ).hexdigest()[:12]
     folder = cache_dir("demo-teacher") / key
     if (folder / TEACHER_CARD).is_file():
+        log(f"stand-in teacher (trained from random initialisation on {Path(train.source).name}): cached {folder}")
         return folder
-    log(f"training the demo teacher (cached afterwards in {folder})")
+    log(f"training a stand-in XLNet teacher from random initialisation on {Path(train.source).name} "
+        f"(no --teacher given; cached afterwards in {folder})")
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    train = load_labelled(DEMO_TRAIN)
-    dev = load_labelled(DEMO_DEV, label_names=train.label_names)
     card = train_teacher(train, dev, partial, recipe)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)  # only a finished teacher ever appears under the cache key
-    log(f"demo teacher: dev accuracy {card['dev_accuracy']:.4f}, {card['train_seconds']} s")
+    log(f"stand-in teacher: dev accuracy {card['dev_accuracy']:.4f}, {card['train_seconds']} s")
     return folder
+
+
+def is_stand_in(folder: Path) -> bool:
+    """True for a teacher the toolkit trained from random initialisation (it carries a teacher card)."""
+    return (Path(folder) / TEACHER_CARD).is_file()
