@@ -9,6 +9,8 @@
 #   - system packages (root only; otherwise the exact sudo command is printed): qemu-user, mmdebstrap, the aarch64
 #     cross compiler and qemu's plugin header (scripts/install-emulator-deps.sh); kotlin + chromium for the tests;
 #   - .venv with Python 3.11: torch 2.13.0 (CPU wheel) FIRST, then this package and its pinned dependencies.
+# Each set-up step prints one line; its apt/pip output goes to a log under .cache/setup/ (shown live with -v or
+# --verbose among the arguments; its last lines are printed if the step fails).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +18,28 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 VENV=.venv
 STAMP=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-12)
+LOGS=.cache/setup
+VERBOSE=""
+for arg in "$@"; do
+  case "$arg" in -v | --verbose) VERBOSE=1 ;; esac
+done
+
+# logged LOG COMMAND...: run a set-up command with its output in $LOGS/LOG (live too with -v); on failure, say which
+# log and show its end.
+logged() {
+  local log="$LOGS/$1"
+  shift
+  mkdir -p "$LOGS"
+  if [ -n "$VERBOSE" ]; then
+    "$@" 2>&1 | tee -a "$log"
+    return "${PIPESTATUS[0]}"
+  fi
+  if ! "$@" >>"$log" 2>&1; then
+    echo "toolkit.sh: '$*' failed; the end of $log:" >&2
+    tail -n 25 "$log" >&2
+    return 1
+  fi
+}
 
 system_packages() {
   local want="$1"
@@ -29,15 +53,26 @@ system_packages() {
     echo "  install them with: sudo apt-get install -y$missing && sudo scripts/install-emulator-deps.sh" >&2
     return 1
   fi
-  echo "toolkit.sh: installing system packages:$missing"
-  DEBIAN_FRONTEND=noninteractive apt-get update -q
+  echo "toolkit.sh: installing system packages:$missing (log: $LOGS/apt.log)"
+  mkdir -p "$LOGS"
+  : >"$LOGS/apt.log"
+  logged apt.log env DEBIAN_FRONTEND=noninteractive apt-get update -q
   # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+  logged apt.log env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
 }
 
 setup_system() {
   if [ "$(id -u)" = 0 ]; then
-    scripts/install-emulator-deps.sh
+    local header=/usr/local/include/qemu-plugin
+    local version
+    version=$(dpkg-query -W -f '${source:Version}' qemu-user 2>/dev/null || true)
+    if [ -z "$version" ] || [ "$(cat "$header/VERSION" 2>/dev/null)" != "$version" ]; then
+      echo "toolkit.sh: installing the emulator's dependencies: qemu-user, cross compiler, qemu plugin header" \
+           "(log: $LOGS/emulator-deps.log)"
+    fi
+    mkdir -p "$LOGS"
+    : >"$LOGS/emulator-deps.log"
+    logged emulator-deps.log scripts/install-emulator-deps.sh  # idempotent: a quick check when all is there
   elif [ ! -f /usr/local/include/qemu-plugin/qemu-plugin.h ]; then
     echo "toolkit.sh: the emulator needs root set-up once: sudo scripts/install-emulator-deps.sh" >&2
   fi
@@ -46,12 +81,14 @@ setup_system() {
 
 setup_python() {
   [ -f "$STAMP" ] && return 0
-  echo "toolkit.sh: creating $VENV (torch 2.13.0 CPU first, then the pinned stack; a few minutes)"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  echo "toolkit.sh: creating $VENV (torch 2.13.0 CPU first, then the pinned stack; a few minutes; log: $LOGS/venv.log)"
+  mkdir -p "$LOGS"
+  : >"$LOGS/venv.log"
+  logged venv.log "$PYTHON" -m venv "$VENV"
+  logged venv.log "$VENV/bin/python" -m pip install -q --upgrade pip
   # torch first: any other version would pull gigabytes of CUDA packages.
-  "$VENV/bin/python" -m pip install -q torch==2.13.0
-  "$VENV/bin/python" -m pip install -q -e ".[test]"
+  logged venv.log "$VENV/bin/python" -m pip install -q torch==2.13.0
+  logged venv.log "$VENV/bin/python" -m pip install -q -e ".[test]"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 }
@@ -64,7 +101,7 @@ case "${1:-}" in
     exec "$VENV/bin/python" -m pytest -q "$@"
     ;;
   "" | -h | --help)
-    sed -n 2,14p "$0"
+    sed -n 2,13p "$0"
     ;;
   *)
     setup_system "qemu-user mmdebstrap arch-test g++-aarch64-linux-gnu"

@@ -8,6 +8,9 @@
 #   mmdebstrap, arch-test  build the arm64 rootfs without emulation (--variant=extract)
 #   gcc, g++               host builds: the x86_64 pte_runner and the qemu plugin
 #   g++-aarch64-linux-gnu  cross-builds the aarch64 pte_runner
+#   llvm-19                llvm-mca / llvm-mc: the cycle estimate times each emulated block with the core's scheduling
+#                          model (LLVM >= 17 has the Neoverse-N1 model the Cortex-A76 profiles use; llvm-14 also works,
+#                          with the Cortex-A57 model for every core). Without it latency falls back to instructions.
 #   qemu-plugin.h          qemu's plugin API header, which no Debian binary package ships: it is copied out of the
 #                          Debian source package of the INSTALLED qemu (so the API version matches) to
 #                          /usr/local/include/qemu-plugin/. License: GPL-2.0-or-later (qemu's COPYING is copied beside).
@@ -21,7 +24,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-packages="qemu-user mmdebstrap arch-test gcc g++ g++-aarch64-linux-gnu xz-utils ca-certificates"
+packages="qemu-user mmdebstrap arch-test gcc g++ g++-aarch64-linux-gnu xz-utils ca-certificates llvm-19"
 missing=""
 for p in $packages; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -71,6 +71,16 @@ def export_args(folder: Path, teacher: Path, *extra: str, target: str | None = N
             "--no-emulate", "--epochs", "1", *extra]
 
 
+def worded_labels(folder: Path) -> tuple[Path, Path]:
+    """The small data with labels written as words (negative/positive) instead of 0/1."""
+    train, dev = small_data(folder)
+    for path in (train, dev):
+        lines = path.read_text().splitlines()
+        body = [line.rsplit("\t", 1)[0] + "\t" + ("positive" if line.endswith("1") else "negative") for line in lines[1:]]
+        path.with_name("worded-" + path.name).write_text("\n".join([lines[0], *body]) + "\n")
+    return train.with_name("worded-" + train.name), dev.with_name("worded-" + dev.name)
+
+
 def teacher_copy(folder: Path, teacher: Path, edit: Callable[[Path], None]) -> Path:
     target = folder / "teacher"
     shutil.copytree(teacher, target)
@@ -189,6 +199,13 @@ CASES = [
     Case("teacher-remote-code", "config.json asks for custom code (`auto_map`)",
          lambda d, t: export_args(d, teacher_copy(d, t, edit_config("auto_map", {"AutoModel": "evil.Model"}))), 2,
          "never runs code shipped with a checkpoint"),
+    Case("teacher-labels-unmatched", "teacher with transformers' default `LABEL_0/1` names, data labelled by words",
+         lambda d, t: export_args(d, teacher_copy(d, t, edit_config("id2label", {"0": "LABEL_0", "1": "LABEL_1"})),
+                                  data=worded_labels(d)[0], dev=worded_labels(d)[1]), 2,
+         "do not match"),
+    Case("teacher-tokenizer-damaged", "the teacher's `tokenizer.json` is damaged",
+         lambda d, t: export_args(d, teacher_copy(d, t, lambda f: (f / "tokenizer.json").write_text("{ not json"))),
+         2, "tokenizer files could not be read"),
     # ---- data
     Case("data-missing", "`--data` file does not exist",
          lambda d, t: export_args(d, t, data=d / "nope.tsv"), 2, "no such data file"),

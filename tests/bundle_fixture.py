@@ -4,6 +4,7 @@
         manifest.json   labels, student config (seq_len, mask_input, ...) and one record per artifact
         labels.json     ["negative", "positive"]
         tokenizer.json  the portable tokenizer of a trimmed vocabulary (student ids)
+        selftest.json   golden texts, their ids and each model's host logits (toolkit/selftest.py)
         models/pte-fp32.pte, models/tflite-fp32.tflite
 
 The student is random (seeded) and tiny (1 layer, d_model 32, seq_len 32), so the exports are quick. Its vocabulary is
@@ -27,7 +28,8 @@ from toolkit.export_pte import export_pte
 from toolkit.export_tflite import export_tflite
 from toolkit.files import PROJECT_ROOT, atomic_write_json
 from toolkit.manifest import specs_json
-from toolkit.profiles import Artifact
+from toolkit.profiles import Artifact, load_profile
+from toolkit.selftest import build_selftest, write_selftest
 from toolkit.student import FixedLengthClassifier, StudentConfig, XLNetStudent, input_specs, model_inputs, output_specs
 from toolkit.tokenizer import VocabMap, XLNetTextEncoder, build_xlnet_tokenizer, collect_used_ids
 
@@ -35,6 +37,9 @@ SST2_DEV = PROJECT_ROOT / "toolkit" / "assets" / "sst2" / "dev.tsv"
 LABELS = ["negative", "positive"]
 SEQ_LEN = 32
 VOCAB_SENTENCES = 300  # the trimmed vocabulary comes from these; later dev sentences exercise unseen words
+# selftest.json's golden texts: two dev sentences, one with words outside the trimmed vocabulary, and an awkward one.
+SELFTEST_TEXTS = ["it 's a charming and often affecting journey . ", "unflinchingly bleak and desperate ",
+                  "Café naïve façade : a résumé of crème brûlée", "😊 great fun 👍🏽 ❤️ 生活"]  # fmt: skip
 
 
 def sst2_dev_sentences() -> list[str]:
@@ -122,7 +127,11 @@ def build_tiny_bundle(out_dir: Path | str, mask_input: MaskInput = "attention_ma
         })  # fmt: skip
 
     atomic_write_json(bundle / "labels.json", LABELS)
+    # The golden inputs an export writes (toolkit/selftest.py): dev texts, their ids, each model's host logits.
+    selftest = build_selftest(bundle, records, encoder, config, SELFTEST_TEXTS, None, [None] * len(SELFTEST_TEXTS),
+                              load_profile("raspberry-pi-4").validation.tolerances)  # fmt: skip
     atomic_write_json(bundle / "manifest.json", {
         "profile": "tiny-test-bundle", "labels": LABELS, "student": {"config": asdict(config)}, "artifacts": records,
+        "selftest": write_selftest(bundle, selftest),
     })  # fmt: skip
     return bundle

@@ -161,15 +161,123 @@ def test_preflight_validates_the_manifest_it_would_write(tmp_path, small_data):
     assert plan.teacher.tokenizer_source == "bundled" and plan.student.vocab_size < 32000
 
 
-def test_transformers_teacher_without_tokenizer_and_default_labels_exports(tmp_path, small_data):
-    """The issue's two failures: no tokenizer files (stopped at once) and LABEL_i with 0/1 data (failed last)."""
+def test_transformers_teacher_without_tokenizer_and_default_labels_exports(tmp_path, small_data, monkeypatch):
+    """The issue's two failures: no tokenizer files (stopped at once) and LABEL_i with 0/1 data (failed last).
+
+    The run is first made to fail in its last stage (the manifest write); the same command then resumes with every
+    finished stage kept: nothing is distilled or exported again.
+    """
+    import toolkit.pipeline as pipeline_mod
+    from toolkit.manifest_schema import ManifestError
+
     teacher = write_checkpoint(tmp_path / "t", shard=True, dtype=torch.bfloat16)
+    real_write = pipeline_mod.write_manifest_and_report
+
+    def fails_late(manifest, bundle):
+        raise ManifestError(["$.labels: simulated late failure"])
+
+    monkeypatch.setattr(pipeline_mod, "write_manifest_and_report", fails_late)
+    first = []
+    with pytest.raises(ManifestError):
+        export_bundle(_spec(tmp_path, teacher, small_data), tmp_path / "out", log=first.append)
+    monkeypatch.setattr(pipeline_mod, "write_manifest_and_report", real_write)
     logs = []
     manifest = export_bundle(_spec(tmp_path, teacher, small_data), tmp_path / "out", log=logs.append)
     text = "\n".join(map(str, logs))
+    assert "already distilled" in text and "already exported and checked" in text
+    text = "\n".join(map(str, first))
     assert text.count("bundled xlnet-base-cased vocabulary") == 1
     assert "by index" in text
     assert manifest["labels"] == manifest["student"]["config"]["labels"] == ["0", "1"]
     assert manifest["teacher"]["tokenizer"] == "bundled" and manifest["teacher"]["stand_in"] is False
     assert manifest["teacher"]["label_match"] == {"rule": "by index", "data_to_output": {"0": 0, "1": 1}}
     assert manifest["validation"]["passed"]
+
+
+# ---- nothing lost: resumable teacher logits, a late failure resumes, own data without a teacher -------------------
+
+
+def test_interrupted_teacher_logits_resume_where_they_stopped(tmp_path, monkeypatch, small_data):
+    import toolkit.teacher as teacher_mod
+
+    model, encoder = load_teacher(write_checkpoint(tmp_path / "t", tokenizer="fast"))
+    texts = small_data[0].texts
+    expected = predict_logits(model, encoder, texts, max_tokens=256)
+    fast = teacher_mod.fast_equivalent(model)
+    calls = {"n": 0}
+
+    class Interrupting(torch.nn.Module):
+        """The fast model, killed (KeyboardInterrupt) on its 4th batch of the first run."""
+
+        def __init__(self, limit):
+            super().__init__()
+            self.inner, self.config, self.limit = fast, fast.config, limit
+
+        def forward(self, *args):
+            calls["n"] += 1
+            if calls["n"] == self.limit:
+                raise KeyboardInterrupt
+            return self.inner(*args)
+
+    monkeypatch.setattr(teacher_mod, "FLUSH_SECONDS", 0.0)
+    cache = tmp_path / "cache" / "logits.npy"
+    monkeypatch.setattr(teacher_mod, "fast_equivalent", lambda m: Interrupting(limit=4))
+    with pytest.raises(KeyboardInterrupt):
+        predict_logits(model, encoder, texts, max_tokens=256, cache=cache)
+    assert not cache.exists() and json.loads(cache.with_name("logits.progress.json").read_text())["batches_done"] == 3
+    calls["n"] = 0
+    monkeypatch.setattr(teacher_mod, "fast_equivalent", lambda m: Interrupting(limit=-1))
+    resumed = predict_logits(model, encoder, texts, max_tokens=256, cache=cache)
+    batches = len(teacher_mod.length_batches([len(i) + 2 for i in encoder.text_ids(texts)], 256))
+    assert calls["n"] == batches - 3  # only the batches the first run had not finished
+    np.testing.assert_allclose(resumed, expected, atol=1e-6)
+    assert cache.is_file() and not cache.with_name("logits.progress.json").exists()
+    calls["n"] = 0
+    np.testing.assert_array_equal(predict_logits(model, encoder, texts, cache=cache), resumed)
+    assert calls["n"] == 0  # a finished cache is read, not recomputed
+
+
+def test_own_data_without_a_teacher_trains_a_stand_in_on_it(tmp_path, monkeypatch):
+    """`--data intents.tsv` without `--teacher`: a stand-in trained on those 7 labels, labelled as such."""
+    from toolkit.data import DEMO_TRAIN, load_labelled
+    from toolkit.pipeline import stage_teacher
+    from toolkit.teacher import TeacherRecipe
+    import toolkit.teacher as teacher_mod
+
+    monkeypatch.setenv("XLNET_EDGE_CACHE", str(tmp_path / "cache"))
+    rows = [f"{t}\tintent{i % 7}" for i, t in enumerate(load_labelled(DEMO_TRAIN).texts[:140])]
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    train = load_labelled(tmp_path / "train.tsv")
+    dev = load_labelled(tmp_path / "dev.tsv", label_names=train.label_names)
+    spec = RunSpec(tiny_profile(tmp_path, "arm64-cpu"), train, dev, None, DistillSettings(epochs=1), emulate=False)
+    plan = preflight(spec)  # the stand-in's head is predicted from the data: 7 outputs named like the data
+    assert plan.teacher is None and plan.labels.names == [f"intent{i}" for i in range(7)]
+    tiny = TeacherRecipe(n_layer=1, d_model=32, n_head=2, d_inner=64, epochs=1)
+    monkeypatch.setattr(teacher_mod.demo_teacher, "__defaults__", (None, None, tiny, print))
+    logs = []
+    folder, cached = stage_teacher(spec, logs.append)
+    assert not cached and "stand-in XLNet teacher from random initialisation on train.tsv" in "\n".join(logs)
+    info = inspect_teacher(folder, stand_in=True)
+    assert info.label_names == plan.labels.names and teacher_mod.is_stand_in(folder)
+    assert stage_teacher(spec, logs.append) == (folder, True)  # cached by the data's content
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_layout_through_the_real_export_path(layout, tmp_path, small_data):
+    """Each layout from preflight to a checked bundle (one fp32 .pte keeps it short; CI runs these: -m slow)."""
+    options = LAYOUTS[layout]
+    teacher = write_checkpoint(tmp_path / "t", **options)
+    train, dev = small_data
+    if options.get("num_labels", 2) > 2:  # a 150-output head trained on data that uses 3 of its outputs
+        train = dataclasses.replace(train, labels=[i % 3 for i in range(len(train))], label_names=["0", "1", "2"])
+        dev = dataclasses.replace(dev, labels=[i % 3 for i in range(len(dev))], label_names=["0", "1", "2"])
+    spec = _spec(tmp_path, teacher, (train, dev))
+    spec = dataclasses.replace(spec, profile=spec.profile.model_copy(
+        update={"artifacts": [a for a in spec.profile.artifacts if a.name == "pte-fp32"]}))
+    manifest = export_bundle(spec, tmp_path / "out")
+    assert manifest["validation"]["passed"] and len(manifest["artifacts"]) == 1
+    assert len(manifest["labels"]) == options.get("num_labels", 2) == manifest["student"]["config"]["num_labels"]
+    assert manifest["labels"] == (options.get("names") or [str(i) for i in range(len(manifest["labels"]))])
+    assert manifest["teacher"]["tokenizer"] == inspect_teacher(teacher).tokenizer_source

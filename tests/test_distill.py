@@ -121,7 +121,8 @@ def test_profile_budgets_drive_the_shape(tiny_teacher_dir, short_profile):
         choose_shape(tight, teacher.config, vocab_size=3000, max_parameters=10)
 
 
-def test_resumed_run_matches_uninterrupted(tiny_teacher_dir, small_data, short_profile, tmp_path):
+def test_resumed_run_matches_uninterrupted(tiny_teacher_dir, small_data, short_profile, tmp_path, monkeypatch):
+    monkeypatch.setenv("XLNET_EDGE_CACHE", str(tmp_path / "cache"))
     train, dev = small_data
     settings = DistillSettings(epochs=2, batch_size=32, patience=5)
     kwargs = dict(n_layer=1, max_param_ratio=None, log=lambda *_: None)
@@ -134,7 +135,9 @@ def test_resumed_run_matches_uninterrupted(tiny_teacher_dir, small_data, short_p
     assert all(torch.equal(a[k], b[k]) for k in a)
     student = load_student(tmp_path / "a")
     assert student.config.vocab_size == straight.report["vocab"]["student"]
-    assert (tmp_path / "a" / "teacher_logits.npz").is_file()
+    # The teacher logits were computed once (run a) and reused by runs b and its resume, from the cache folder.
+    assert len(list((tmp_path / "cache" / "teacher-logits").glob("*.npy"))) == 1
+    assert straight.report["teacher_logits"]["seconds"] >= resumed.report["teacher_logits"]["seconds"]
     assert XLNetTextEncoder.from_pretrained(tmp_path / "a").vocab_map is not None
 
 

@@ -11,7 +11,8 @@ step with a zero weight), a tiny teacher (conftest) and the arm64-cpu profile at
 - the student matches the single-process one. The global batch is the same for any number of processes (each takes
   rows rank, rank+N, ... of it; gradients averaged with share weights), so with dropout off the only difference is
   float summation order: weights and dev logits within ``EXACT_ATOL``. With dropout on, every process draws its own
-  masks: dev accuracy within ``DROPOUT_ACCURACY_POINTS`` and dev logits within ``DROPOUT_LOGIT_ATOL``;
+  masks (another sample of the same training, like a re-seeded run): dev accuracy within ``DROPOUT_ACCURACY_POINTS``
+  and the same predicted class on at least ``DROPOUT_MIN_AGREEMENT`` of dev (README: measured values);
 - a 2-process run stopped after one epoch and resumed ends bit-identical to an uninterrupted 2-process run.
 
 CUDA is hidden from the subprocesses so they are CPU (gloo) processes on any machine.
@@ -43,8 +44,8 @@ TRAIN_ROWS = 193  # 6 batches of 32 and one of 1
 BATCH = 32  # DistillSettings' default global batch (the CLI does not change it)
 PROCESSES = 2
 EXACT_ATOL = 1e-5  # dropout off: 2 processes vs 1, float summation order only (measured: 2e-8 weights, 4e-9 logits)
-DROPOUT_ACCURACY_POINTS = 2.0  # dropout on (README states the tolerance measured on the demo teacher)
-DROPOUT_LOGIT_ATOL = 0.05
+DROPOUT_ACCURACY_POINTS = 2.0  # dropout on (README: 0.6 points measured on a trained teacher; 0.3 between seeds)
+DROPOUT_MIN_AGREEMENT = 0.9  # dropout on (README: 97.1% measured; 94.4% between seeds)
 RUN_TIMEOUT_S = 300
 STAGE_LINES = ("student: ", "truncation: ")  # what distill() logs; the main process alone prints them
 
@@ -231,4 +232,4 @@ def test_two_process_resume_and_dropout_tolerance(inputs, tmp_path):
     assert accuracy_points <= DROPOUT_ACCURACY_POINTS
     a, _ = dev_logits(tmp_path / "single", inputs["dev"], inputs["train"])
     b, _ = dev_logits(tmp_path / "straight", inputs["dev"], inputs["train"])
-    assert np.abs(a - b).max() <= DROPOUT_LOGIT_ATOL
+    assert (a.argmax(1) == b.argmax(1)).mean() >= DROPOUT_MIN_AGREEMENT

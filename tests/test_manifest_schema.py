@@ -55,6 +55,21 @@ def test_optional_and_free_form_parts_accepted(manifest):
     validate_manifest(manifest)
 
 
+def test_optional_selftest_entry(manifest):
+    """``selftest`` (toolkit/selftest.py) is optional; when present its digest and counts are checked."""
+    validate_manifest(manifest)  # absent: older bundles stay valid
+    entry = {"file": "selftest.json", "sha256": "a" * 64, "examples": 4, "artifacts": ["pte-fp32", "tflite-fp32"]}
+    manifest["selftest"] = entry
+    validate_manifest(manifest)
+    for field, value, expected in [("sha256", "abc", "$.selftest.sha256: 'abc' does not match"),
+                                   ("examples", -1, "$.selftest.examples: -1 is less than"),
+                                   ("extra", 1, "$.selftest.extra: unknown field")]:  # fmt: skip
+        manifest["selftest"] = {**entry, field: value}
+        assert any(expected in e for e in errors_of(manifest)), errors_of(manifest)
+    manifest["selftest"] = {k: v for k, v in entry.items() if k != "sha256"}
+    assert "$.selftest.sha256: required field is missing" in errors_of(manifest)
+
+
 def _set(path: str, value: Any) -> Callable[[dict], None]:
     """A mutation setting ``a.b.0.c`` (list indexes as numbers) to ``value``."""
 

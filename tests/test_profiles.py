@@ -7,7 +7,7 @@ import yaml
 
 from toolkit.profiles import ProfileError, list_profiles, load_profile, shipped_profile_paths
 
-SHIPPED = ["android-nnapi", "arm64-cpu", "raspberry-pi-4", "raspberry-pi-5"]
+SHIPPED = ["android-arm64", "android-nnapi", "arm64-cpu", "raspberry-pi-4", "raspberry-pi-5"]
 
 
 def test_shipped_profiles_validate():
@@ -21,6 +21,13 @@ def test_shipped_profiles_validate():
     nnapi = profiles["android-nnapi"]
     assert any(a.delegate == "nnapi" and a.recipe == "full-int8" for a in nnapi.artifacts)
     assert nnapi.student.activations == ["relu"]
+    assert "legacy" in nnapi.description.lower() and "API 35" in nnapi.description
+    android = profiles["android-arm64"]  # today's Android path: XNNPACK on the CPU, stock GELU/LayerNorm student
+    assert android.device.os == "android" and android.device.qemu_cpu == "cortex-a76"
+    assert {(a.format, a.recipe, a.runtime, a.delegate) for a in android.artifacts} == {
+        ("tflite", "dynamic-int8", "ai-edge-litert", "xnnpack"), ("tflite", "fp32", "ai-edge-litert", "xnnpack"),
+        ("pte", "int8-dynamic-embedding", "executorch", "xnnpack"), ("pte", "fp32", "executorch", "xnnpack")}
+    assert (android.student.activations[0], android.student.normalisations[0]) == ("gelu", "layernorm")
     for profile in profiles.values():
         assert profile.device.qemu_cpu != "max"
         assert {a.format for a in profile.artifacts} <= {"pte", "tflite"}

@@ -15,8 +15,12 @@ import pytest
 from PIL import Image
 
 from toolkit.manifest_schema import ManifestError
+from toolkit.checks import pack_correct, unpack_correct
 from toolkit.report import (
+    ArtifactRow,
     artifact_rows,
+    compare_accuracy,
+    mcnemar_exact_p,
     plot_nnapi_coverage,
     render_html,
     render_markdown,
@@ -60,8 +64,10 @@ def test_rows_computed_from_the_manifest():
     assert full.delta_points == pytest.approx((0.8899 - 0.8945) * 100)
     assert (full.emulator_cpu, full.emulator_samples, full.latency_ms) == ("cortex-a76", 32, 17.01)
     assert not rows["pte-int8-static"].valid and len(rows["pte-int8-static"].failures) == 2
+    # 89.22% vs 88.99% on 872 examples is 2 examples apart, well inside one standard error: the faster one ships.
     best, why = suggest_artifact(list(rows.values()))
-    assert best.name == "tflite-dynamic-int8" and "inside the size and estimated-latency budgets" in why
+    assert best.name == "tflite-full-int8" and "inside the size and estimated-latency budgets" in why
+    assert "not significantly below the most accurate, tflite-dynamic-int8" in why and "standard error" in why
 
 
 def test_html_is_self_contained_with_table_and_plots(report):
@@ -174,3 +180,83 @@ def test_chromium_renders_a_real_page(report, tmp_path):
     # Below the headline and table (y >= 1200 at this width) sit the plots: they must carry real colour.
     saturated = (pixels.max(axis=2) - pixels.min(axis=2) > 60)[1200:]
     assert saturated.mean() > 0.03, f"plot area has only {saturated.mean():.1%} coloured pixels"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Which artifact to ship first: dev-accuracy differences inside the noise do not decide
+# ---------------------------------------------------------------------------------------------------------------
+
+DEV = 872
+
+
+def row(name: str, correct: np.ndarray, latency_ms: float | None, mb: float = 5.0, valid: bool = True) -> ArtifactRow:
+    return ArtifactRow(
+        name=name, format_recipe="", runtime_delegate="", mb=mb, x_smaller_than_base=1.0, x_smaller_than_teacher=1.0,
+        host_accuracy=float(correct.mean()), delta_points=0.0, agreement=1.0, max_logit_diff=0.0, emulator_cpu=None,
+        emulator_samples=None, emulator_accuracy=None, emulator_host_accuracy=None, emulator_max_diff=None,
+        emulator_quant_steps=None, instructions=None, latency_ms=latency_ms, latency_budget_ms=100.0,
+        within_latency=None if latency_ms is None else latency_ms <= 100.0, within_size=True, valid=valid,
+        failures=[], host_samples=len(correct), correct=correct,
+    )  # fmt: skip
+
+
+def correctness(right: int, seed: int = 0, base: np.ndarray | None = None, flips: int = 0) -> np.ndarray:
+    """``right`` of DEV examples right; with ``base``, the same as ``base`` except ``flips`` examples."""
+    if base is None:
+        out = np.zeros(DEV, dtype=bool)
+        out[np.random.default_rng(seed).choice(DEV, right, replace=False)] = True
+        return out
+    out = base.copy()
+    wrong, good = np.flatnonzero(~out), np.flatnonzero(out)
+    gain = right - int(base.sum())  # flips split into `flips` pairs of changes plus the net gain
+    out[wrong[: flips + max(gain, 0)]] = True
+    out[good[: flips + max(-gain, 0)]] = False
+    assert int(out.sum()) == right
+    return out
+
+
+def test_mcnemar_exact_p_values():
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(5, 4) == pytest.approx(1.0)
+    assert mcnemar_exact_p(10, 0) == pytest.approx(2 * 0.5**10)  # all 10 disagreements one way
+    assert mcnemar_exact_p(30, 10) == pytest.approx(0.002221, rel=1e-3)  # scipy.stats.binomtest(10, 40).pvalue
+    assert mcnemar_exact_p(5000, 5100) == pytest.approx(0.32458, rel=1e-3)  # large n: finite and exact
+
+
+def test_one_more_correct_of_872_is_a_tie_the_faster_artifact_wins():
+    """The issue's case: tflite-weight-only-int8 got ONE more of 872 dev sentences right than the 1.4x faster
+    pte-int8-dynamic-embedding. Not a significant difference: the faster one is recommended, and the report says why."""
+    fast = correctness(780, seed=1)
+    slow = correctness(781, base=fast, flips=6)  # they disagree on 13 examples, 7 to 6
+    rows = [row("tflite-weight-only-int8", slow, latency_ms=34.0), row("pte-int8-dynamic-embedding", fast, 24.6)]
+    comparison = compare_accuracy(rows[0], rows[1])
+    assert not comparison.significant and "1 of 872 dev examples apart, exact McNemar p = 1" in comparison.how
+    best, why = suggest_artifact(rows)
+    assert best.name == "pte-int8-dynamic-embedding"
+    assert why.startswith("pte-int8-dynamic-embedding: the fastest (est. ~24.6 ms) valid artifact")
+    assert "not significantly below the most accurate, tflite-weight-only-int8" in why and "McNemar" in why
+    # Same accuracy and latency unknown (no emulator run): the smaller one.
+    rows = [row("a", slow, None, mb=9.0), row("b", fast, None, mb=3.0)]
+    best, why = suggest_artifact(rows)
+    assert best.name == "b" and "the smallest (3.00 MB)" in why
+
+
+def test_a_significant_difference_wins_even_if_slower():
+    fast = correctness(760, seed=2)
+    accurate = correctness(800, base=fast, flips=5)  # 45 examples only it gets right, 5 only the fast one
+    rows = [row("fast-but-worse", fast, latency_ms=10.0), row("accurate", accurate, latency_ms=30.0)]
+    assert compare_accuracy(rows[1], rows[0]).significant
+    best, why = suggest_artifact(rows)
+    assert best.name == "accurate"
+    assert "the most accurate valid artifact inside the size and estimated-latency budgets, significantly more" in why
+    assert "fast-but-worse, 40 of 872 dev examples apart" in why
+    # ... unless it does not fit the budgets: then the one inside them.
+    rows[1].within_size = False
+    best, why = suggest_artifact(rows)
+    assert best.name == "fast-but-worse" and "the only valid artifact inside" in why
+
+
+def test_correct_bits_round_trip():
+    correct = np.random.default_rng(3).random(DEV) < 0.8
+    bits = pack_correct(correct)
+    assert len(bits) == 2 * ((DEV + 7) // 8) and np.array_equal(unpack_correct(bits, DEV), correct)

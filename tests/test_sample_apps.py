@@ -8,6 +8,10 @@ What is checked, each against the HOST (the host encoder's inputs run by ``run_t
 - the C++ tokenizer gives exactly the host encoder's ids, mask and types on all 872 SST-2 dev sentences, the
   awkward-Unicode set and sentence pairs (x86_64 build, and the aarch64 build under emulation);
 - clear errors for a missing bundle or model;
+- every app's self-test (``classify.py --self-test``, ``classify_pte --self-test``, the Android app's startup check
+  on the JVM) passes on the bundle's selftest.json on the host and under emulation (Pi 4 and android-arm64 CPUs), and
+  fails (exit 1) when the expected outputs or the golden ids are tampered with, or refuses (exit 2) a selftest.json
+  whose sha256 is not the manifest's;
 - every app (Python, C++, the Android app's Kotlin bundle code on the JVM) refuses, before loading a model, a file
   whose SHA-256 differs from the manifest's, a manifest "file" leading out of the bundle (``..``, absolute, symlink),
   an artifact marked ``valid: false`` and one without a ``sha256``; the C++ app's own SHA-256 (sha256.h) gives the
@@ -53,8 +57,10 @@ ANDROID_DIR = PROJECT_ROOT / "sample_apps" / "android"
 # The Android app's bundle handling is pure Kotlin: it compiles on the JVM with the tokenizer module.
 KOTLIN_SOURCES = [*sorted((ANDROID_DIR / "tokenizer" / "src" / "main").rglob("*.kt")),
                   ANDROID_DIR / "app/src/main/kotlin/org/xlnetedge/app/Bundle.kt",
+                  ANDROID_DIR / "app/src/main/kotlin/org/xlnetedge/app/SelfTest.kt",
                   ANDROID_DIR / "app/src/test/kotlin/org/xlnetedge/app/BundleInputsMain.kt",
-                  ANDROID_DIR / "app/src/test/kotlin/org/xlnetedge/app/VerifyModelMain.kt"]  # fmt: skip
+                  ANDROID_DIR / "app/src/test/kotlin/org/xlnetedge/app/VerifyModelMain.kt",
+                  ANDROID_DIR / "app/src/test/kotlin/org/xlnetedge/app/SelfTestMain.kt"]  # fmt: skip
 CPP_DIR = APP_DIR / "cpp"
 CPP_SOURCES = ("build.sh", "classify_pte.cpp", "mini_json.h", "sha256.h", "xlnet_tokenize.cpp", "xlnet_tokenizer.cpp",
                "xlnet_tokenizer.h")  # fmt: skip
@@ -118,9 +124,10 @@ def android_bundle_jar() -> Path:
     return jar
 
 
-def run_emulated(program: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
-    """Run a guest program on the emulated Raspberry Pi 4 CPU, as toolkit.emulate does; (result, wall seconds)."""
-    command = [emulate.QEMU, "-cpu", PI4.qemu_cpu, "-L", str(emulate.device_root(PI4)), *program]
+def run_emulated(program: list[str], env: dict[str, str], device=PI4) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a guest program on an emulated CPU (default the Raspberry Pi 4's), as toolkit.emulate does;
+    (result, wall seconds)."""
+    command = [emulate.QEMU, "-cpu", device.qemu_cpu, "-L", str(emulate.device_root(device)), *program]
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     return result, time.monotonic() - started
@@ -389,6 +396,123 @@ def test_android_check_passes_the_untouched_bundle(bundle: Path) -> None:
     assert [line.split("\t") for line in result.stdout.splitlines()] == expected
 
 
+# ------------------------------------------------------------------------------------------------ self-tests
+
+
+def self_test_commands(folder: Path, cpp: Path | None, observed: Path | None = None) -> dict[str, list[str]]:
+    """The apps' self-tests on ``folder``: Python and C++ (``cpp``: the build folder), and with ``observed`` (the
+    host's logits) the Android startup check on the JVM."""
+    commands = {"python": [sys.executable, str(APP_DIR / "classify.py"), "--self-test", str(folder)]}
+    if cpp is not None:
+        commands["cpp"] = [str(cpp / "classify_pte"), "--self-test", str(folder)]
+    if observed is not None:
+        commands["kotlin"] = ["java", "-cp", str(android_bundle_jar()), "org.xlnetedge.app.SelfTestMainKt",
+                              str(folder), str(observed)]  # fmt: skip
+    return commands
+
+
+def observed_logits(folder: Path, path: Path) -> Path:
+    """What LiteRT and ExecuTorch give on the golden texts, for the Kotlin check (no runtime on a plain JVM): the
+    host's ai-edge-litert and ExecuTorch on the host's inputs, written as {artifact name: [[logits], ...]}."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    texts = [e["text"] for e in json.loads((folder / "selftest.json").read_text())["examples"]]
+    inputs = host_inputs(folder, texts)
+    logits = {}
+    for record in manifest["artifacts"]:
+        model = folder / record["file"]
+        rows = run_pte(model, inputs) if record["format"] == "pte" else run_tflite(model, inputs, "ai-edge-litert")
+        logits[record["name"]] = rows.tolist()
+    path.write_text(json.dumps(logits))
+    return path
+
+
+def rewrite_selftest(bundle: Path, folder: Path, edit, update_digest: bool = True) -> Path:
+    """A copy of ``bundle`` whose selftest.json ``edit`` changed; the manifest's digest follows unless told not to
+    (a genuinely different expectation, rather than a corrupted file)."""
+    copy = Path(shutil.copytree(bundle, folder / "bundle"))
+    doc = json.loads((copy / "selftest.json").read_text())
+    edit(doc)
+    (copy / "selftest.json").write_text(json.dumps(doc, indent=1))
+    if update_digest:
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["selftest"]["sha256"] = hashlib.sha256((copy / "selftest.json").read_bytes()).hexdigest()
+        (copy / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return copy
+
+
+def shift_expected_logits(doc: dict) -> None:
+    """Move every expected logit by 1000x the float tolerance: what a model computing wrongly on the device shows."""
+    for golden in doc["artifacts"].values():
+        golden["logits"] = [[v + 0.1 for v in row] for row in golden["logits"]]
+
+
+def change_golden_ids(doc: dict) -> None:
+    """One golden token id changed: what a tokenizer that segments differently from the host shows."""
+    ids = doc["examples"][0]["input_ids"]
+    ids[-3] = ids[-3] + 1
+
+
+@pytest.mark.parametrize("app", ["python", "cpp", "kotlin"])
+@pytest.mark.parametrize("which", ["bundle", "bias_bundle"])
+def test_self_tests_pass_on_host(app: str, which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Python app, C++ app and the Android startup check (JVM, with the host runtimes' logits): PASS, exit 0, with
+    the tokenizer line and each model's figure and tolerance printed."""
+    folder: Path = request.getfixturevalue(which)
+    doc = json.loads((folder / "selftest.json").read_text())
+    assert len(doc["examples"]) == 4 and set(doc["artifacts"]) == {"pte-fp32", "tflite-fp32"}
+    assert all(golden["atol"] == 1e-4 for golden in doc["artifacts"].values())  # float models: the emulator bound
+    expected_models = {"python": ["tflite-fp32"], "cpp": ["pte-fp32"], "kotlin": ["tflite-fp32", "pte-fp32"]}
+    commands = self_test_commands(folder, request.getfixturevalue("host_cpp") if app == "cpp" else None,
+                                  observed_logits(folder, tmp_path / "obs.json") if app == "kotlin" else None)
+    for command in [commands[app]]:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (app, result.stdout, result.stderr[-2000:])
+        out = result.stdout
+        assert "tokenizer: 4/4 texts give the golden input_ids, attention_mask and token_type_ids (exact) -> PASS" in out
+        for model in expected_models[app]:
+            assert f"\n{model}" in out and "<= tolerance 0.0001? yes; labels 4/4 as expected -> PASS" in out, out
+        assert "tolerance: float model: max |logit diff| <= 0.0001" in out
+        assert out.rstrip().endswith("self-test: PASS"), (app, out)
+        print(f"\n{app} self-test on the host ({which}):\n{out}")
+
+
+@pytest.mark.parametrize("app", ["python", "cpp", "kotlin"])
+@pytest.mark.parametrize("how", ["expected outputs", "golden ids", "digest"])
+def test_self_tests_fail_on_a_tampered_selftest(app: str, how: str, bundle: Path, request: pytest.FixtureRequest,
+                                                 tmp_path: Path) -> None:
+    """Expected logits that the models do not give, or golden ids the tokenizer does not give: FAIL, exit 1, the
+    failing line says what; a selftest.json edited without the manifest's digest following: refused, exit 2."""
+    edit = change_golden_ids if how == "golden ids" else shift_expected_logits
+    copy = rewrite_selftest(bundle, tmp_path, edit, update_digest=how != "digest")
+    commands = self_test_commands(copy, request.getfixturevalue("host_cpp") if app == "cpp" else None,
+                                  observed_logits(bundle, tmp_path / "obs.json") if app == "kotlin" else None)
+    for command in [commands[app]]:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if how == "digest":
+            assert result.returncode == 2, (app, result.stdout, result.stderr[-2000:])
+            assert f"{copy / 'selftest.json'}: sha256" in result.stderr and "does not match the manifest's" in \
+                result.stderr, (app, result.stderr)
+            continue
+        assert result.returncode == 1, (app, result.stdout, result.stderr[-2000:])
+        out = result.stdout
+        assert out.rstrip().endswith("self-test: FAIL"), (app, out)
+        if how == "golden ids":
+            assert "tokenizer: 3/4 texts give the golden" in out and "-> FAIL" in out, (app, out)
+            assert "text 0 " in out
+        else:
+            assert "tokenizer: 4/4" in out and "<= tolerance 0.0001? NO" in out and "-> FAIL" in out, (app, out)
+
+
+def test_self_test_refuses_a_bundle_without_one(bundle: Path, host_cpp: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["selftest"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    for app, command in self_test_commands(copy, host_cpp, tmp_path / "never-read.json").items():
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and 'lists no "selftest" file' in result.stderr, (app, result.stderr)
+
+
 SHA256_VECTORS = {  # FIPS 180-4 examples
     b"": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     b"abc": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
@@ -520,3 +644,27 @@ def test_cpp_tokenizer_on_emulated_pi4_matches_host(bundle: Path, device_cpp: Pa
     print(f"\nC++ tokenizer (aarch64 on emulated {PI4.qemu_cpu}, bundle vocab) vs host: {group_counts(wrong)}, "
           f"{wall:.1f} s")  # fmt: skip
     assert wrong == [], [repr(cases[i])[:60] for i in wrong[:5]]
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize("profile", ["raspberry-pi-4", "android-arm64"])
+def test_self_tests_on_emulated_cpu(profile: str, emulator: None, bundle: Path, device_cpp: Path,
+                                    tmp_path: Path) -> None:
+    """The Python app (guest python3 + ai-edge-litert) and the aarch64 C++ app replay selftest.json on the emulated
+    CPU of the profile (Cortex-A72, Cortex-A76): PASS against the host's expected outputs; a tampered expectation
+    FAILs there too (exit 1)."""
+    device = load_profile(profile).device
+    site, _ = emulate.RUNTIME_SITES["ai-edge-litert"]
+    python3 = emulate.device_root(device) / "usr" / "bin" / "python3"
+    programs = {
+        "python": ([str(python3), str(APP_DIR / "classify.py"), "--self-test", str(bundle)], emulate._guest_env(site)),
+        "cpp": ([str(device_cpp / "classify_pte"), "--self-test", str(bundle)], emulate._guest_env()),
+    }
+    for app, (program, env) in programs.items():
+        result, wall = run_emulated(program, env, device)
+        assert result.returncode == 0, (app, result.stdout, result.stderr[-3000:])
+        assert result.stdout.rstrip().endswith("self-test: PASS") and "tolerance 0.0001? yes" in result.stdout
+        print(f"\n{app} self-test on emulated {device.qemu_cpu} ({wall:.1f} s):\n{result.stdout}")
+    copy = rewrite_selftest(bundle, tmp_path, shift_expected_logits)
+    result, _ = run_emulated([str(device_cpp / "classify_pte"), "--self-test", str(copy)], emulate._guest_env(), device)
+    assert result.returncode == 1 and result.stdout.rstrip().endswith("self-test: FAIL"), result.stdout

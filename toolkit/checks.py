@@ -77,6 +77,20 @@ def compare_logits(
     )
 
 
+def pack_correct(correct: np.ndarray) -> str:
+    """Per-example correctness as hex of its bits (numpy ``packbits`` order): 872 dev examples take 218 characters.
+
+    Stored in host checks (``details.correct_bits``) so artifacts can be compared example by example later (a
+    paired significance test in the report) without keeping every prediction.
+    """
+    return np.packbits(np.asarray(correct, dtype=bool)).tobytes().hex()
+
+
+def unpack_correct(bits: str, count: int) -> np.ndarray:
+    """The boolean array [count] that :func:`pack_correct` encoded."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(bits), dtype=np.uint8), count=count).astype(bool)
+
+
 def gate_against_student(result: CheckResult, tolerances: Tolerances, is_float: bool) -> CheckResult:
     """Host check of an artifact vs the fp32 eager student: accuracy drop, agreement, and (float) max diff."""
     failures = []

@@ -9,10 +9,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from toolkit import profiles as profiles_mod
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECKS_FAILED, EXIT_INTERRUPTED, ToolkitError
+from toolkit.quiet import quiet_output
+from toolkit.tables import SUMMARY_HEADER, SUMMARY_RIGHT, export_summary, print_table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 profiles_app = typer.Typer(no_args_is_help=True, help="List and show target profiles.")
@@ -44,18 +45,13 @@ def reports_user_errors(command):
 @profiles_app.command("list")
 @reports_user_errors
 def profiles_list() -> None:
-    """One line per shipped profile."""
-    table = Table("name", "cpu (qemu)", "seq", "budget MB", "latency ms", "artifacts")
-    for p in profiles_mod.list_profiles():
-        table.add_row(
-            p.name,
-            f"{p.device.cpu_model} ({p.device.qemu_cpu})",
-            str(p.sequence_length),
-            str(p.budgets.artifact_mb),
-            str(p.budgets.latency_ms),
-            ", ".join(a.name for a in p.artifacts),
-        )
-    console.print(table)
+    """One line per shipped profile (complete when piped: `toolkit profiles list | grep raspberry-pi-4`)."""
+    rows = [
+        [p.name, f"{p.device.cpu_model} ({p.device.qemu_cpu})", p.sequence_length, f"{p.budgets.artifact_mb:g}",
+         f"{p.budgets.latency_ms:g}", ", ".join(a.name for a in p.artifacts)]
+        for p in profiles_mod.list_profiles()
+    ]  # fmt: skip
+    print_table(console, ["name", "cpu (qemu)", "seq", "MB", "ms", "artifacts"], rows, right=(2, 3, 4))
 
 
 @profiles_app.command("show")
@@ -76,6 +72,27 @@ TextColumn = typer.Option("sentence", "--text-column", help="Column / JSON key h
 PairColumn = typer.Option(None, "--pair-column", help="Column holding the second text of a pair task.")
 LabelColumn = typer.Option("label", "--label-column", help="Column holding the label.")
 SkipBadRows = typer.Option(False, "--skip-bad-rows", help="Skip (and count) malformed rows instead of stopping.")
+Verbose = typer.Option(
+    False, "-v", "--verbose",
+    help="Show other libraries' output (warnings, converter and compiler logs) live instead of in the log file.",
+)
+TeacherPrecision = typer.Option(
+    "auto", "--teacher-precision",
+    help="Teacher logits in fp32, bf16, or auto (bf16 where the CPU/GPU computes it natively, else fp32).",
+)
+
+
+def _is_main_process() -> bool:
+    """False in the other processes of a multi-process launch (torchrun / accelerate set RANK): they stay quiet."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _single_process() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) == 1
 
 
 def _load_train_dev(data: Path | None, eval_: Path | None, text: str, pair: str | None, label: str, skip: bool):
@@ -86,8 +103,17 @@ def _load_train_dev(data: Path | None, eval_: Path | None, text: str, pair: str 
     train = load_labelled(data or DEMO_TRAIN, columns, skip_bad_rows=skip)
     require_two_classes(train)
     dev = load_labelled(eval_ or DEMO_DEV, columns, label_names=train.label_names, skip_bad_rows=skip)
-    console.print(f"[bold]data[/] {train.summary()}\n[bold]eval[/] {dev.summary()}")
+    if _is_main_process():
+        console.print(f"[bold]data[/] {train.summary()}\n[bold]eval[/] {dev.summary()}")
     return train, dev
+
+
+def _bundle_log(bundle: Path) -> Path:
+    """Where a command on an existing bundle logs other libraries' output: its work/ folder, else a temporary file."""
+    import tempfile
+
+    work = bundle / "work"
+    return work / "toolkit.log" if work.is_dir() else Path(tempfile.gettempdir()) / "toolkit.log"
 
 
 def _load_profile(name: str):
@@ -153,6 +179,7 @@ def distill(
     max_param_ratio: float = typer.Option(0.25, help="Largest student, as a share of the teacher's parameters."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
     seed: int = typer.Option(0),
+    teacher_precision: str = TeacherPrecision,
     text_column: str = TextColumn,
     pair_column: str = PairColumn,
     label_column: str = LabelColumn,
@@ -164,17 +191,21 @@ def distill(
 
     profile = _load_profile(target)
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
-    settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, seed=seed)
+    settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, seed=seed, teacher_precision=teacher_precision)
+    if teacher is None and not _single_process():
+        _fail("several processes would each train the stand-in teacher: pass --teacher (e.g. one made by "
+              "`toolkit teacher train --out T`) when distilling on several processes")
     result = run_distill(
         teacher or demo_teacher(train, dev, log=console.print), train, dev, profile, out, settings,
         n_layer=layers, d_model=d_model, max_param_ratio=max_param_ratio, resume=resume, log=console.print,
     )
     r = result.report
-    console.print(
-        f"teacher {r['teacher_dev_accuracy']:.4f} ({r['teacher_parameters']:,} params) -> student "
-        f"{r['student_dev_accuracy']:.4f} ({r['student_parameters']:,} params, {r['parameter_ratio']:.1%}); "
-        f"retention {r['retention']:.1%}, {r['wall_seconds']} s"
-    )
+    if _is_main_process():
+        console.print(
+            f"teacher {r['teacher_dev_accuracy']:.4f} ({r['teacher_parameters']:,} params) -> student "
+            f"{r['student_dev_accuracy']:.4f} ({r['student_parameters']:,} params, {r['parameter_ratio']:.1%}); "
+            f"retention {r['retention']:.1%}, {r['wall_seconds']} s"
+        )
 
 
 @app.command()
@@ -193,12 +224,21 @@ def export(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace a finished bundle in OUT/<profile> (or discard an unfinished run) and start over."
     ),
+    teacher_precision: str = TeacherPrecision,
     text_column: str = TextColumn,
     pair_column: str = PairColumn,
     label_column: str = LabelColumn,
     skip_bad_rows: bool = SkipBadRows,
+    verbose: bool = Verbose,
 ) -> None:
     """The main job: distil, quantize, export .pte + .tflite, check on the host and the emulated device, report."""
+    with quiet_output(console, out / "toolkit.log", verbose):
+        _export(target, out, teacher, data, eval_, epochs, emulate, overwrite, teacher_precision, text_column,
+                pair_column, label_column, skip_bad_rows)  # fmt: skip
+
+
+def _export(target, out, teacher, data, eval_, epochs, emulate, overwrite, teacher_precision, text_column,
+            pair_column, label_column, skip_bad_rows) -> None:  # fmt: skip
     from toolkit.distill import DistillSettings
     from toolkit.pipeline import ExportFailed, RunSpec, export_bundle
     from toolkit.report import write_index
@@ -207,8 +247,9 @@ def export(
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
     manifests, failures = [], []
     for profile in profiles:
-        console.rule(f"[bold]{profile.name}[/] — {profile.description}")
-        spec = RunSpec(profile, train, dev, teacher, DistillSettings(epochs=epochs), emulate)
+        console.print(f"[bold]── {profile.name}[/] — {escape(profile.description)}", highlight=False)
+        settings = DistillSettings(epochs=epochs, teacher_precision=teacher_precision)
+        spec = RunSpec(profile, train, dev, teacher, settings, emulate)
         try:
             manifests.append(export_bundle(spec, out, overwrite=overwrite, log=console.print))
         except ExportFailed as err:
@@ -225,27 +266,16 @@ def export(
 
 
 def _summary_table(manifests: list[dict]) -> None:
-    table = Table("profile", "artifact", "MB", "host acc", "Δ vs student", "emulator", "instr/inf", "est. ms", "valid")
+    """Per bundle: one row per artifact (80 columns, nothing cut), the teacher -> student line and what to ship first."""
+    from toolkit.report import artifact_rows, suggest_artifact
+
     for manifest in manifests:
-        student_acc = manifest["student"]["dev_accuracy"]
-        for a in manifest["artifacts"]:
-            host = next((c for c in a["checks"] if c.get("kind") == "host"), {})
-            emu = a.get("emulator") or {}
-            table.add_row(
-                manifest["profile"]["name"],
-                a["name"],
-                f"{a['bytes'] / 1e6:.2f}",
-                f"{host.get('accuracy') or 0:.4f}",
-                f"{((host.get('accuracy') or 0) - student_acc) * 100:+.2f}",
-                f"{emu.get('cpu', '-')}",
-                f"{emu['instructions_per_inference']:,}" if emu.get("instructions_per_inference") else "-",
-                f"{emu['estimated_latency_ms']:.2f}" if emu.get("estimated_latency_ms") else "-",
-                "[green]yes[/]" if a["valid"] else "[red]NO[/]",
-            )
-    console.print(table)
-    for manifest in manifests:
-        bundle = f"{manifest['profile']['name']}: teacher {manifest['teacher']['dev_accuracy']:.4f} -> student "
-        console.print(bundle + f"{manifest['student']['dev_accuracy']:.4f} in {manifest['total_seconds']} s")
+        title, rows, footer = export_summary(manifest)
+        console.print()
+        print_table(console, SUMMARY_HEADER, rows, SUMMARY_RIGHT, title=title)
+        console.print(footer, highlight=False, markup=False, soft_wrap=True)
+        _, why = suggest_artifact(artifact_rows(manifest))
+        console.print(f"ship first: {why}", highlight=False, markup=False)
 
 
 @app.command()
@@ -254,6 +284,7 @@ def validate(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `toolkit export` (OUT/<profile>)."),
     target: str = typer.Option(None, "--target", help="Profile (default: the one in the bundle's manifest)."),
     eval_: Path = typer.Option(None, "--eval", help="Dev file; default: bundled SST-2 dev."),
+    verbose: bool = Verbose,
 ) -> None:
     """Run every valid artifact of a bundle on the profile's emulated ARM CPU and gate on the result."""
     from toolkit.pipeline import validate_existing_bundle
@@ -265,10 +296,75 @@ def validate(
 
     manifest = load_manifest(manifest_path)
     profile = _load_profile(target) if target else profiles_mod.Profile.model_validate(manifest["profile"])
-    manifest = validate_existing_bundle(bundle, profile, eval_, log=console.print)
-    _summary_table([manifest])
+    with quiet_output(console, _bundle_log(bundle), verbose):
+        manifest = validate_existing_bundle(bundle, profile, eval_, log=console.print)
+        _summary_table([manifest])
     if not manifest["validation"]["passed"]:
         _fail(f"{bundle}: validation failed (see {bundle / 'report.html'})", code=EXIT_CHECKS_FAILED)
+
+
+@app.command()
+@reports_user_errors
+def evaluate(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `toolkit export` (OUT/<profile>)."),
+    data: Path = typer.Option(..., "--data", help="Labelled file to evaluate on (TSV/CSV/JSONL)."),
+    emulate: int = typer.Option(0, "--emulate", help="Also run N rows (seeded subset) on the emulated device."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (and nothing else) on stdout."),
+    text_column: str = TextColumn,
+    pair_column: str = PairColumn,
+    label_column: str = LabelColumn,
+    skip_bad_rows: bool = SkipBadRows,
+    verbose: bool = Verbose,
+) -> None:
+    """Every valid artifact of a bundle on your labelled data: accuracy, macro-F1, confusion, agreement with fp32."""
+    from toolkit.data import Columns
+    from toolkit.evaluate import evaluate_bundle
+
+    columns = Columns(text=text_column, pair=pair_column, label=label_column)
+    log = (lambda message: None) if as_json else console.print
+    with quiet_output(console, _bundle_log(bundle), verbose, announce=not as_json):
+        result = evaluate_bundle(bundle, data, columns, skip_bad_rows, emulate, log=log)
+        if as_json:
+            console.file.write(json.dumps(result.to_json(), indent=2) + "\n")
+            console.file.flush()
+        else:
+            _evaluation_table(result)
+
+
+def _evaluation_table(result) -> None:
+    """The evaluation as tables: one row per model, then small confusion matrices."""
+    def share(x):
+        return "-" if x is None else f"{x:.4f}"
+
+    emulated = any(r.emulated for r in result.artifacts)
+    header = ["model", "runtime", "accuracy", "macro-F1", "agree fp32"] + (["emu acc", "emu agree"] if emulated else [])
+    rows = []
+    for r in [result.student, *result.artifacts]:
+        row = [r.name, r.runtime, share(r.accuracy), share(r.macro_f1), share(r.agreement_with_student)]
+        if emulated:
+            e = r.emulated
+            row += [share(e.accuracy), share(e.agreement_with_host)] if e else ["-", "-"]
+        rows.append(row)
+    skipped = f", {result.skipped_rows} bad rows skipped" if result.skipped_rows else ""
+    title = f"{result.profile}: {result.examples} examples of {result.data}{skipped}"
+    print_table(console, header, rows, right=tuple(range(2, len(header))), title=title)
+    if emulated:
+        e = next(r.emulated for r in result.artifacts if r.emulated)
+        console.print(f"emu: {e.samples} rows on emulated {e.cpu}; 'emu agree' compares with the same runtime on "
+                      "the host", highlight=False, markup=False)  # fmt: skip
+        for r in result.artifacts:
+            if r.emulated and not r.emulated.passed:
+                console.print(f"{r.name}: emulated run FAILED: {'; '.join(r.emulated.failures)}", markup=False)
+    for line in result.not_evaluated:
+        console.print(f"not evaluated: {line}", highlight=False, markup=False)
+    if len(result.labels) <= 8:
+        for r in [result.student, *result.artifacts]:
+            if r.confusion:
+                print_table(console, ["true \\ predicted", *result.labels],
+                            [[name, *counts] for name, counts in zip(result.labels, r.confusion)],
+                            right=tuple(range(1, len(result.labels) + 1)), title=f"confusion of {r.name}")
+    else:
+        console.print(f"confusion matrices ({len(result.labels)} labels): --json", highlight=False, markup=False)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Distillation: turn a fine-tuned XLNet teacher into a shallow, export-friendly student sized by a target profile.
 
 The stage, in order:
-1. size the student from the profile's budgets (:func:`choose_shape`, a parameter/FLOP cost model);
+1. size the student from the profile's budgets (:func:`choose_shape`: parameters, bytes, and latency from the
+   emulator-fitted, calibrated per-profile model of toolkit/latency_model.py);
 2. trim the vocabulary to the tokens the task data uses (the embedding is most of a small model);
 3. initialise the student from the teacher (:func:`init_from_teacher`): embeddings of the kept tokens, an even
    spread of teacher layers (first and last included), pooling and head; a narrower student gets its embeddings
@@ -35,13 +36,13 @@ from toolkit.files import atomic_path, atomic_write_json, cache_dir, sha256_file
 from toolkit.labels import head_names, match_labels
 from toolkit.profiles import Profile
 from toolkit.student import StudentConfig, XLNetStudent, hf_layer_state, save_student
-from toolkit.teacher import accuracy, load_teacher, predict_logits, warmup_linear_schedule
+from toolkit.teacher import accuracy, load_teacher, predict_logits, resolve_precision, warmup_linear_schedule
 from toolkit.tokenizer import VocabMap, XLNetTextEncoder, collect_used_ids
 
 CHECKPOINT = "checkpoint.pt"
 REPORT = "distill_report.json"
-# Cost-model assumption until the emulator calibrates it: sustained fp32/int8 mixed throughput of an ARM core,
-# in GFLOP/s per GHz of clock (NEON, XNNPACK GEMM at roughly 25% of peak).
+# The old uncalibrated assumption (sustained GFLOP/s per GHz), now only the fallback of toolkit/latency_model.py for a
+# profile/artifact combination without an emulator-fitted model.
 GFLOPS_PER_GHZ = 4.0
 MAX_PARAM_RATIO = 0.25  # the largest student, as a share of the teacher's parameters (preflight sizes it the same)
 
@@ -62,7 +63,10 @@ class CostPrediction:
     bytes_fp32: int
     bytes_int8: int  # linear weights int8, embedding as the profile's recipes keep it
     flops: int  # per inference at the profile's sequence length
-    latency_ms_estimate: float
+    latency_ms_estimate: float  # the SLOWEST of the profile's artifacts, single thread (toolkit/latency_model.py)
+    latency_ms_by_artifact: dict = field(default_factory=dict)  # artifact name -> predicted ms
+    cost_model: str = ""  # what the latency prediction rests on
+    binding_limit: str = ""  # set by choose_shape: what stopped the student from being larger
 
 
 def layer_parameters(d_model: int, d_inner: int) -> int:
@@ -70,18 +74,28 @@ def layer_parameters(d_model: int, d_inner: int) -> int:
     return 5 * d_model * d_model + 5 * d_model + 2 * d_model * d_inner + d_inner + d_model + 4 * d_model
 
 
-def predict_cost(config: StudentConfig, profile: Profile) -> CostPrediction:
-    """Parameters, bytes and FLOPs of a student shape, and a latency estimate for the profile's device."""
-    d, length = config.d_model, config.seq_len
+def predict_cost(config: StudentConfig, profile: Profile, models: dict | None = None) -> CostPrediction:
+    """Parameters, bytes and FLOPs of a student shape, and its predicted latency on the profile's device.
+
+    Latency: per artifact, the emulator-fitted, calibrated model of toolkit/latency_model.py (cycles per multiply-add
+    + per token-layer element + per inference, from targets/cost_models.json); the estimate is the slowest artifact's.
+    """
+    from toolkit.latency_model import load_models, multiply_adds, predict_ms
+
+    d = config.d_model
     embedding = config.vocab_size * d
     body = config.n_layer * layer_parameters(d, config.d_inner) + d * d + d + d * config.num_labels + config.num_labels
     quantizes_embedding = any(a.recipe.endswith("-embedding") for a in profile.artifacts)
     bytes_int8 = embedding * (1 if quantizes_embedding else 4) + body
-    # Matmul FLOPs: projections over L tokens, relative-position projection over 2L, attention scores/context.
-    per_layer = 2 * length * (4 * d * d + 2 * d * config.d_inner) + 2 * (2 * length) * d * d + 2 * 4 * length * length * d
-    flops = config.n_layer * per_layer + 2 * d * d
-    latency = flops / (profile.device.clock_ghz * GFLOPS_PER_GHZ * 1e9) * 1e3
-    return CostPrediction(embedding + body, embedding, 4 * (embedding + body), bytes_int8, flops, latency)
+    flops = 2 * multiply_adds(config)
+    models = load_models() if models is None else models
+    predictions = {a.name: predict_ms(config, profile, a, models) for a in profile.artifacts}
+    slowest = max(predictions, key=lambda name: predictions[name].ms)
+    return CostPrediction(
+        embedding + body, embedding, 4 * (embedding + body), bytes_int8, flops, predictions[slowest].ms,
+        {name: round(p.ms, 3) for name, p in predictions.items()},
+        f"{slowest} (slowest artifact): {predictions[slowest].source}",
+    )
 
 
 def choose_shape(
@@ -94,8 +108,13 @@ def choose_shape(
 ) -> tuple[StudentConfig, CostPrediction]:
     """The deepest, then widest, student within the profile's constraints and budgets (flags override).
 
-    Width prefers the teacher's (so its layers copy over exactly); depth stays at most half the teacher's.
+    Width prefers the teacher's (so its layers copy over exactly); depth stays at most half the teacher's. The
+    latency budget applies to the slowest of the profile's artifacts (calibrated model, :func:`predict_cost`). The
+    returned cost names the limit that stopped a larger student (``binding_limit``).
     """
+    from toolkit.latency_model import load_models
+
+    models = load_models()
     constraints = profile.student
     teacher_d = teacher_config.d_model
     step = 4 * constraints.n_head  # head widths in multiples of 4
@@ -120,20 +139,66 @@ def choose_shape(
                 normalisation=constraints.normalisations[0],
                 mask_input=constraints.mask_input,
             )
-            cost = predict_cost(config, profile)
-            fits = (
-                cost.bytes_int8 <= profile.budgets.artifact_mb * 1e6
-                and cost.latency_ms_estimate <= profile.budgets.latency_ms
-                and (max_parameters is None or cost.parameters <= max_parameters)
-            )
-            candidates.append((fits, config, cost))
-            if fits or (n_layer and d_model):
-                return config, cost
+            cost = predict_cost(config, profile, models)
+            failed = _failed_limits(cost, profile, max_parameters)
+            candidates.append((failed, config, cost))
+            if not failed or (n_layer and d_model):
+                limit = _binding_limit(candidates, profile, max_parameters, teacher_config, n_layer, d_model)
+                return config, replace(cost, binding_limit=limit)
     raise DistillError(
         f"no student shape fits profile '{profile.name}' (artifact ≤ {profile.budgets.artifact_mb} MB, latency ≤ "
         f"{profile.budgets.latency_ms} ms, parameters ≤ {max_parameters}); smallest tried: "
         f"{candidates[-1][1].n_layer} layers × d{candidates[-1][1].d_model} = {candidates[-1][2].parameters} params"
     )
+
+
+def sizing_record(cost: CostPrediction, profile: Profile, max_parameters: int | None = None) -> dict:
+    """How the student was sized, for the distill report and the manifest (``student.distill.sizing``)."""
+    return {
+        "cost_model": cost.cost_model,
+        "binding_limit": cost.binding_limit or "not recorded",
+        "predicted_latency_ms": round(cost.latency_ms_estimate, 3),
+        "predicted_by_artifact": cost.latency_ms_by_artifact,
+        "latency_budget_ms": profile.budgets.latency_ms,
+        "predicted_bytes_int8": cost.bytes_int8,
+        "artifact_budget_mb": profile.budgets.artifact_mb,
+        "parameters": cost.parameters,
+        "max_parameters": max_parameters,
+    }
+
+
+def _failed_limits(cost: CostPrediction, profile: Profile, max_parameters: int | None) -> list[str]:
+    """The budgets a candidate breaks, in the order they are reported."""
+    failed = []
+    if cost.latency_ms_estimate > profile.budgets.latency_ms:
+        slowest = cost.cost_model.split(" (")[0]
+        failed.append(f"latency budget {profile.budgets.latency_ms:g} ms ({slowest}, the slowest artifact, predicted "
+                      f"{cost.latency_ms_estimate:.1f} ms)")  # fmt: skip
+    if cost.bytes_int8 > profile.budgets.artifact_mb * 1e6:
+        failed.append(f"size budget {profile.budgets.artifact_mb:g} MB (predicted {cost.bytes_int8 / 1e6:.1f} MB)")
+    if max_parameters is not None and cost.parameters > max_parameters:
+        failed.append(f"parameter cap {max_parameters:,} ({MAX_PARAM_RATIO:.0%} of the teacher; "
+                      f"{cost.parameters:,} predicted)")  # fmt: skip
+    return failed
+
+
+def _binding_limit(candidates, profile: Profile, max_parameters, teacher_config, n_layer, d_model) -> str:
+    """What stopped the chosen (last) candidate from being the larger one tried before it."""
+    if n_layer and d_model:
+        return "user flags (--layers, --d-model)"
+    if len(candidates) == 1:
+        s = profile.student
+        width = candidates[0][1].d_model
+        caps = []
+        if not n_layer:
+            caps.append(f"depth {candidates[0][1].n_layer} = min(student.max_layers {s.max_layers}, half the "
+                        f"teacher's {teacher_config.n_layer} layers)")  # fmt: skip
+        if not d_model:
+            caps.append(f"width {width} = min(student.max_d_model {s.max_d_model}, the teacher's d_model "
+                        f"{teacher_config.d_model})")  # fmt: skip
+        return "shape caps: " + "; ".join(caps) if caps else "user flags"
+    failed, larger, _ = candidates[-2]
+    return f"{' and '.join(failed)} for the next larger shape tried, {larger.n_layer} × d{larger.d_model}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -231,6 +296,7 @@ class DistillSettings:
     patience: int = 2  # early stopping: epochs without dev improvement
     seed: int = 0
     vocab_min_count: int = 1  # trimming: keep tokens seen at least this often in the training texts
+    teacher_precision: str = "auto"  # teacher logits: fp32, bf16, or auto (bf16 where computed natively)
 
 
 def kd_loss(student_logits, teacher_logits, labels, temperature: float, kd_weight: float) -> torch.Tensor:
@@ -261,14 +327,16 @@ class HiddenMatcher(torch.nn.Module):
         return torch.stack(losses).mean()
 
 
-def cached_teacher_logits(teacher, encoder, data: LabelledData, fingerprint: str) -> np.ndarray:
-    """Teacher logits on the training set, computed once per (teacher, data) and kept in the cache folder.
+def cached_teacher_logits(teacher, encoder, data: LabelledData, fingerprint: str, precision: str = "fp32"):
+    """Teacher logits [N, C] on the training set, computed once per (teacher, data, precision) and cached.
 
     Kept outside the bundle (``.cache/teacher-logits/``), so a changed profile, ``--overwrite`` or a run that
     failed later reuses them; an interrupted computation resumes from its last flushed batch.
     """
-    cache = cache_dir("teacher-logits") / f"{fingerprint}.npy"
-    return predict_logits(teacher, encoder, data.texts, data.pairs, desc="teacher logits (cached once)", cache=cache)
+    precision = resolve_precision(precision)
+    cache = cache_dir("teacher-logits") / f"{fingerprint}-{precision}.npy"
+    return predict_logits(teacher, encoder, data.texts, data.pairs, desc=f"teacher logits ({precision}, cached once)",
+                          cache=cache, precision=precision)
 
 
 @torch.no_grad()
@@ -348,14 +416,17 @@ def distill(
         f"student: {config.n_layer} layers × d_model {config.d_model} ({config.activation}, {config.normalisation}), "
         f"vocab {config.vocab_size} of {teacher.config.vocab_size} -> {cost.parameters:,} params "
         f"({cost.parameters / teacher_params:.1%} of the teacher), predicted {cost.bytes_fp32 / 1e6:.1f} MB fp32 / "
-        f"{cost.bytes_int8 / 1e6:.1f} MB int8, ~{cost.latency_ms_estimate:.1f} ms on {profile.device.cpu_model} (estimate)"
+        f"{cost.bytes_int8 / 1e6:.1f} MB int8, ~{cost.latency_ms_estimate:.1f} ms on {profile.device.cpu_model} (estimate, "
+        f"budget {profile.budgets.latency_ms:g} ms); limit: {cost.binding_limit}"
     )
 
     fingerprint = _fingerprint(_teacher_fingerprint(teacher_dir), train.fingerprint())
+    logits_started = time.time()
     with accelerator.main_process_first():  # the main process computes and caches; the others then load the cache
         soft_targets = torch.from_numpy(
-            cached_teacher_logits(teacher, encoder, train, fingerprint)
+            cached_teacher_logits(teacher, encoder, train, fingerprint, settings.teacher_precision)
         )
+    logits_seconds = round(time.time() - logits_started, 1)
     student, init_record = init_from_teacher(teacher, config, vocab_map)
     matcher = HiddenMatcher(config.d_model, teacher.config.d_model, config.n_layer) if settings.hidden_weight else None
     params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
@@ -448,7 +519,8 @@ def distill(
             optimizer.step()
             scheduler.step()
             progress.update(1)
-            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_dev=f"{state['best_accuracy']:.3f}")
+            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_dev=f"{state['best_accuracy']:.3f}",
+                                 refresh=False)  # drawn with the next redraw: a line per step floods piped logs
 
         plain = accelerator.unwrap_model(student)
         # The main process evaluates and every process takes its result: the same early-stopping decision.
@@ -467,7 +539,7 @@ def distill(
         else:
             state["stale"] += 1
         progress.set_postfix(epoch=epoch + 1, dev=f"{dev_accuracy:.3f}", best_dev=f"{state['best_accuracy']:.3f}")
-        rank_rng = _gather(accelerator, torch.get_rng_state()) if world > 1 else None
+        rank_rng = _gather(torch.get_rng_state()) if world > 1 else None
         if accelerator.is_main_process:
             plain_matcher = accelerator.unwrap_model(matcher) if matcher is not None else None
             _save_checkpoint(
@@ -479,7 +551,9 @@ def distill(
 
     teacher_accuracy = None
     if accelerator.is_main_process:
-        teacher_dev = predict_logits(teacher, encoder, dev.texts, dev.pairs, desc="teacher dev")
+        teacher_dev = predict_logits(
+            teacher, encoder, dev.texts, dev.pairs, desc="teacher dev", precision=settings.teacher_precision
+        )
         teacher_accuracy = accuracy(teacher_dev, dev.labels)
     teacher_accuracy = _from_main(accelerator, teacher_accuracy)
     report = {
@@ -488,7 +562,13 @@ def distill(
         "teacher_parameters": teacher_params,
         "teacher_shape": {"n_layer": teacher.config.n_layer, "d_model": teacher.config.d_model},
         "teacher_bytes_fp32": teacher_params * 4,
+        # Seconds for the training texts' teacher logits in this run (near 0 when the cache already had them).
+        "teacher_logits": {
+            "texts": len(train), "seconds": logits_seconds, "device": str(accelerator.device),
+            "precision": resolve_precision(settings.teacher_precision),
+        },
         "teacher_dev_accuracy": teacher_accuracy,
+        "sizing": sizing_record(cost, profile, max_parameters),
         "student_dev_accuracy": state["best_accuracy"],
         "student_best_epoch": state["best_epoch"],
         "student_parameters": cost.parameters,
@@ -529,7 +609,7 @@ def _silent(*_args, **_kwargs) -> None:
     """The ``log`` of the processes other than the main one."""
 
 
-def _gather(accelerator, value) -> list:
+def _gather(value) -> list:
     """Every process's ``value``, in rank order (on every process)."""
     from accelerate.utils import gather_object
 
@@ -554,7 +634,7 @@ def _rank_shares(accelerator, share: list[int], examples: int) -> list[dict]:
 
     The shares must be disjoint and together cover the epoch; anything else is a bug in the loop, not a user error.
     """
-    shares = _gather(accelerator, sorted(share)) if accelerator.num_processes > 1 else [sorted(share)]
+    shares = _gather(sorted(share)) if accelerator.num_processes > 1 else [sorted(share)]
     seen = [i for s in shares for i in s]
     if len(seen) != examples or set(seen) != set(range(examples)):
         raise RuntimeError(f"data-parallel shares overlap or miss examples: {[len(s) for s in shares]} of {examples}")

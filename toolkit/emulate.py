@@ -13,6 +13,9 @@ What "the device" is here:
 - Instruction counting: a TCG plugin (toolkit/runner/insn_count_plugin.c) counts the guest instructions executed
   between the marker syscalls the runner makes around each inference. Counts repeat to the instruction; they are
   instructions, not cycles: :func:`estimate_latency_ms` turns them into a stated-assumption latency estimate.
+- Cycle estimate (``profile_cycles=True``): the same plugin also records the last inference's translated blocks with
+  their execution counts per thread and simulates the profile's data caches; :func:`estimate_cycles` times the
+  blocks with llvm-mca (toolkit/cycles.py). Still an estimate, calibrated against published device timings.
 
 ``python -m toolkit.emulate`` checks the setup and builds everything (rootfs, plugin, runner) ahead of time.
 """
@@ -34,6 +37,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from toolkit.cycles import CycleEstimate, WindowProfile, estimate_from_profile, plugin_cache_args, read_profile
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path, cache_dir, sha256_file
 from toolkit.profiles import Device
@@ -98,6 +102,8 @@ class EmulatedRun:
     wall_seconds: float = 0.0  # the whole emulated process, start-up included
     cpu: str = ""  # qemu -cpu name
     runtime: str = ""  # executorch, ai-edge-litert or tflite-runtime
+    threads: int = 1  # inference threads the runtime was given
+    profile: WindowProfile | None = None  # the last inference's blocks and cache statistics (profile_cycles=True)
 
 
 def _log(message: str) -> None:
@@ -369,16 +375,22 @@ def _run_guest(
     env: dict[str, str],
     count_instructions: bool,
     label: str,
-) -> tuple[float, list[int]]:
+    profile_args: list[str] | None = None,
+) -> tuple[float, list[int], WindowProfile | None]:
     """Run ``program`` (guest argv) under qemu in ``work``; stream its "sample n:" lines into a progress bar.
 
-    Returns (wall seconds, per-inference instruction counts). Guest arguments are relative to ``work`` so the guest's
-    argv and environment are byte-identical between runs.
+    Returns (wall seconds, per-inference instruction counts, the profiled window or None). Guest arguments are
+    relative to ``work`` so the guest's argv and environment are byte-identical between runs. ``profile_args``: the
+    plugin's profiling arguments (window, cache geometry), which imply counting.
     """
     command = [QEMU, "-cpu", device.qemu_cpu, "-L", str(device_root(device))]
-    counts_path = work / "instructions.txt"
+    counts_path, profile_path = work / "instructions.txt", work / "profile.txt"
+    count_instructions = count_instructions or profile_args is not None
     if count_instructions:
-        command += ["-plugin", f"{build_insn_plugin()},out={counts_path}"]
+        plugin = f"{build_insn_plugin()},out={counts_path}"
+        if profile_args is not None:
+            plugin += "," + ",".join([f"profile={profile_path}", *profile_args])
+        command += ["-plugin", plugin]
     command += program
     started = time.monotonic()
     with open(work / "stderr.txt", "w+") as stderr:
@@ -404,7 +416,15 @@ def _run_guest(
         counts = [int(line) for line in counts_path.read_text().split()]
         if len(counts) != num_samples:
             raise EmulatorRunError(f"the plugin counted {len(counts)} inferences, expected {num_samples}")
-    return wall, counts
+    profile = read_profile(profile_path) if profile_args is not None else None
+    return wall, counts, profile
+
+
+def _profile_args(device: Device, num_samples: int, threads: int) -> list[str]:
+    """Profile the LAST inference (steady state: the first one also does XNNPACK's one-time set-up)."""
+    if device.core is None:
+        raise EmulatorSetupError(f"profile device {device.cpu_model} has no core model (device.core): no cycle estimate")
+    return [f"window={num_samples - 1}", *plugin_cache_args(device, threads)]
 
 
 def _require_model(model: Path) -> None:
@@ -413,12 +433,19 @@ def _require_model(model: Path) -> None:
 
 
 def run_pte_emulated(
-    device: Device, model: Path, inputs: list[np.ndarray], *, count_instructions: bool = True
+    device: Device,
+    model: Path,
+    inputs: list[np.ndarray],
+    *,
+    count_instructions: bool = True,
+    profile_cycles: bool = False,
+    threads: int = 1,
 ) -> EmulatedRun:
-    """Run a .pte on the emulated device with the cross-built pte_runner (XNNPACK + quantized kernels, one thread).
+    """Run a .pte on the emulated device with the cross-built pte_runner (XNNPACK + quantized kernels).
 
     ``inputs[i]`` has a leading sample axis N; the program has batch 1 and takes sample n as ``inputs[i][n:n+1]``, in
-    the program's input order.
+    the program's input order. ``threads`` sizes ExecuTorch's thread pool (1: no pool); ``profile_cycles`` records
+    the last inference for :func:`estimate_cycles`.
     """
     _require_model(model)
     require_tools()
@@ -429,9 +456,13 @@ def run_pte_emulated(
         num_samples = write_samples(inputs, work / "inputs.bin")
         label = f"executorch on {device.qemu_cpu}"
         program = [str(runner), "model.pte", "inputs.bin", "outputs.bin", str(num_samples)]
-        wall, counts = _run_guest(device, program, work, num_samples, _guest_env(), count_instructions, label)
+        if threads != 1:
+            program.append(str(threads))
+        profile_args = _profile_args(device, num_samples, threads) if profile_cycles else None
+        wall, counts, profile = _run_guest(device, program, work, num_samples, _guest_env(), count_instructions, label,
+                                           profile_args)  # fmt: skip
         logits = read_logits(work / "outputs.bin", num_samples)
-    return EmulatedRun(logits, counts, wall, device.qemu_cpu, "executorch")
+    return EmulatedRun(logits, counts, wall, device.qemu_cpu, "executorch", threads, profile)
 
 
 def run_tflite_emulated(
@@ -442,11 +473,14 @@ def run_tflite_emulated(
     *,
     count_instructions: bool = True,
     delegate: Literal["xnnpack", "cpu"] = "xnnpack",
+    profile_cycles: bool = False,
+    threads: int = 1,
 ) -> EmulatedRun:
-    """Run a .tflite on the emulated device with ``runtime``'s Python interpreter (one thread) in the guest's python3.
+    """Run a .tflite on the emulated device with ``runtime``'s Python interpreter in the guest's python3.
 
     ``inputs`` as for :func:`run_pte_emulated`, in the model's input order (``get_input_details()``). ``delegate``
-    ``cpu`` runs the builtin kernels without the runtime's default XNNPACK delegate.
+    ``cpu`` runs the builtin kernels without the runtime's default XNNPACK delegate. ``threads``: the interpreter's
+    ``num_threads`` (default 1); ``profile_cycles`` as for :func:`run_pte_emulated`.
     """
     if runtime not in RUNTIME_SITES:
         raise ValueError(f"runtime must be one of {list(RUNTIME_SITES)}, not {runtime!r}")
@@ -462,10 +496,14 @@ def run_tflite_emulated(
         python3 = str(device_root(device) / "usr" / "bin" / "python3")
         program = [python3, "tflite_guest.py", runtime, "model.tflite", "inputs.bin", "outputs.bin",
                    str(num_samples), delegate]  # fmt: skip
+        if threads != 1:
+            program.append(str(threads))
         label = f"{runtime} on {device.qemu_cpu}"
-        wall, counts = _run_guest(device, program, work, num_samples, _guest_env(site), count_instructions, label)
+        profile_args = _profile_args(device, num_samples, threads) if profile_cycles else None
+        wall, counts, profile = _run_guest(device, program, work, num_samples, _guest_env(site), count_instructions,
+                                           label, profile_args)  # fmt: skip
         logits = read_logits(work / "outputs.bin", num_samples)
-    return EmulatedRun(logits, counts, wall, device.qemu_cpu, runtime)
+    return EmulatedRun(logits, counts, wall, device.qemu_cpu, runtime, threads, profile)
 
 
 def estimate_latency_ms(instructions: float, device: Device) -> float:
@@ -475,6 +513,13 @@ def estimate_latency_ms(instructions: float, device: Device) -> float:
     instruction count is exact but cache misses, memory bandwidth and pipeline stalls are not modelled.
     """
     return instructions / device.instructions_per_ns / 1e6
+
+
+def estimate_cycles(run: EmulatedRun, device: Device, calibrate: bool = True) -> CycleEstimate:
+    """The cycle estimate of ``run``'s profiled (last) inference on ``device``'s core (see toolkit/cycles.py)."""
+    if run.profile is None:
+        raise ValueError("this run was not profiled: pass profile_cycles=True to the run function")
+    return estimate_from_profile(run.profile, device, calibrate=calibrate)
 
 
 def main() -> int:
@@ -488,6 +533,15 @@ def main() -> int:
     build_insn_plugin()
     build_runner("aarch64")
     _log(f"emulator ready ({time.monotonic() - started:.1f} s)")
+    from toolkit.cycles import CycleModelError, mca_tool
+    from toolkit.profiles import list_profiles
+
+    for mcpu in sorted({p.device.core.mca_cpu for p in list_profiles() if p.device.core}):
+        try:
+            _log(f"cycle estimate for -mcpu={mcpu}: {mca_tool(mcpu).describe()}")
+        except CycleModelError as err:
+            _log(f"no cycle estimate (latency falls back to instructions / instructions_per_ns): {err}")
+            break
     return 0
 
 

@@ -307,6 +307,27 @@ def export_pte(
     return ArtifactRecord.for_file(artifact, out_path, Path(bundle_dir or out_path.parent), config, details)
 
 
+def export_module_pte(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    recipe: str,
+    out_path: Path,
+    calibration: list[np.ndarray] | None = None,
+) -> dict:
+    """Any ``module`` (e.g. the reference CNNs bench/latency_calibration.py rebuilds) through the same recipes and
+    XNNPACK lowering as :func:`export_pte`; the ``-embedding`` recipes need the student and are refused here.
+    Returns the delegation summary."""
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+
+    if recipe not in RECIPES or recipe.endswith("-embedding"):
+        raise PteExportError(f"recipe '{recipe}' cannot export a generic module; choose fp32, int8-dynamic or int8-static")
+    prepared = RECIPES[recipe](module.eval(), example, calibration)
+    edge = to_edge_transform_and_lower(prepared.program, partitioner=_partitioners(recipe))
+    program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=prepared.fuse_quantized_ops))
+    atomic_write_bytes(Path(out_path), program.buffer)
+    return delegation_summary(edge.exported_program(), program.exported_program())
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Running a .pte on the host, and checking it against the eager student
 # ---------------------------------------------------------------------------------------------------------------

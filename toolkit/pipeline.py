@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from toolkit import __version__
-from toolkit.checks import EXACT_FLOAT_RECIPES, compare_logits, gate_against_student
+from toolkit.checks import EXACT_FLOAT_RECIPES, compare_logits, gate_against_student, pack_correct
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
 from toolkit.distill import CostPrediction, DistillSettings, distill
@@ -146,7 +146,8 @@ def host_check(record, path, inputs, labels, reference, profile: Profile) -> dic
     candidate = run_on_host(record, path, inputs)
     result = compare_logits(f"host {record.runtime} vs eager fp32 student", reference, candidate, labels)
     result = gate_against_student(result, profile.validation.tolerances, record.recipe in EXACT_FLOAT_RECIPES)
-    result.details.update(kind="host", confusion=confusion_matrix(candidate, labels, reference.shape[1]))
+    result.details.update(kind="host", confusion=confusion_matrix(candidate, labels, reference.shape[1]),
+                          correct_bits=pack_correct(candidate.argmax(1) == labels))  # for paired comparisons
     return {"kind": "host", **result.to_json()}
 
 
@@ -242,10 +243,28 @@ def stage_emulate(spec, records, student_dir: Path, bundle: Path, work: Path, lo
         record.checks.append(check)
         record.emulator = outcome.emulator
         atomic_write_json(cached, {"sha256": record.sha256, "check": check, "emulator": outcome.emulator})
+        threads = outcome.emulator.get("threads")
         log(f"{record.name}: {outcome.check.summary()}; {outcome.emulator['instructions_per_inference']:,} "
-            f"instructions/inference -> ~{outcome.emulator['estimated_latency_ms']:.2f} ms (estimate)")
+            f"instructions/inference -> ~{outcome.emulator['estimated_latency_ms']:.2f} ms on 1 thread "
+            f"({outcome.emulator.get('estimate_method', 'instructions')} estimate)"
+            + (f", ~{threads['estimated_latency_ms']:.2f} ms on {threads['threads']}" if threads else ""))
         if not check["passed"]:
             reject(record, bundle)
+
+
+def stage_selftest(spec, plan: Plan, records, student, encoder, bundle: Path) -> dict:
+    """selftest.json: golden dev texts, their ids and each valid artifact's host logits (toolkit/selftest.py)."""
+    from toolkit.selftest import build_selftest, golden_indices, write_selftest
+    from toolkit.validate import validation_subset
+
+    subset = validation_subset(len(spec.dev), spec.profile)  # the emulator's subset: the int8 step is measured on it
+    golden = spec.dev.subset(golden_indices(spec.dev.labels, subset))
+    document = build_selftest(
+        bundle, [r.to_json() for r in records], encoder, student.config, golden.texts, golden.pairs,
+        [plan.labels.names[i] for i in golden.labels], spec.profile.validation.tolerances,
+        step_inputs=encode_for(student, encoder, spec.dev.subset(subset)),
+    )
+    return write_selftest(bundle, document)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -303,7 +322,8 @@ def student_entry(config: StudentConfig, distilled: dict) -> dict:
         "bytes_fp32": distilled["student_bytes_fp32"],
         "dev_accuracy": distilled["student_dev_accuracy"],
         "retention": distilled["retention"],
-        "distill": {k: distilled[k] for k in ("history", "vocab", "wall_seconds", "init", "predicted", "settings")},
+        "distill": {k: distilled[k] for k in ("history", "vocab", "wall_seconds", "init", "predicted", "settings")}
+        | ({"sizing": distilled["sizing"]} if "sizing" in distilled else {}),  # how choose_shape sized it
     }
 
 
@@ -465,7 +485,7 @@ def preflight(spec: RunSpec) -> Plan:
     from toolkit.distill import MAX_PARAM_RATIO, choose_shape, trim_vocabulary
     from toolkit.export_tflite import RECIPES_WRONG_ON_TFLITE_RUNTIME_214
     from toolkit.manifest_schema import validate_manifest
-    from toolkit.teacher import is_stand_in, load_encoder
+    from toolkit.teacher import is_stand_in, load_encoder, resolve_precision
 
     problems = []
     student = spec.profile.student
@@ -490,6 +510,7 @@ def preflight(spec: RunSpec) -> Plan:
     if problems:
         raise PreflightError(f"profile '{spec.profile.name}' cannot be exported as asked:\n  " + "\n  ".join(problems))
 
+    resolve_precision(spec.settings.teacher_precision)  # a bad value is refused here, not after the teacher stage
     if spec.teacher_dir is not None:
         info = inspect_teacher(spec.teacher_dir, stand_in=is_stand_in(spec.teacher_dir))
         teacher_config = XLNetConfig.from_dict(info.config)
@@ -567,8 +588,10 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
     student = load_student(student_dir)
     tokenizer_path = encoder.export_portable(bundle / "tokenizer.json", seq_len=student.config.seq_len)
     atomic_write_json(bundle / "labels.json", plan.labels.names)
+    selftest = stage_selftest(staged, plan, records, student, encoder, bundle)
     stages["bundle"] = {"seconds": round(time.time() - started, 1)}
     manifest = final_manifest(spec, plan, teacher_dir, student_dir, records, stages, tokenizer_path)
+    manifest["selftest"] = selftest
     write_manifest_and_report(manifest, bundle)
     if not manifest["validation"]["passed"]:
         failed = [r.name for r in records if not r.valid]

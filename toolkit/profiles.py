@@ -32,6 +32,32 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CacheLevel(Strict):
+    """One data-cache level of the core, as the cycle estimate's cache simulation models it."""
+
+    size_kb: int = Field(gt=0)
+    ways: int = Field(gt=0)
+    latency_cycles: float = Field(gt=0, description="Load-to-use latency of a hit at this level, in core cycles.")
+    shared: bool = Field(default=False, description="Shared by all cores: split between threads in the estimate.")
+
+
+class CoreModel(Strict):
+    """How the cycle estimate (toolkit/cycles.py) times this core: llvm-mca's model plus a simulated cache."""
+
+    mca_cpu: str = Field(description="llvm-mca -mcpu whose scheduling model stands in for the core.")
+    line_bytes: int = Field(default=64, gt=0)
+    l1d: CacheLevel
+    l2: CacheLevel
+    l3: CacheLevel | None = None
+    dram_latency_ns: float = Field(gt=0, description="Load-to-use latency of a DRAM access, in ns.")
+    prefetch_degree: int = Field(default=2, ge=0, description="Lines a trained stride prefetcher fetches ahead.")
+    exposed_miss_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Share of a demand miss's extra latency the out-of-order core does not hide (stated assumption).",
+    )
+    sources: list[str] = Field(default_factory=list, description="Where each figure comes from.")
+
+
 class Device(Strict):
     """The hardware the artifact runs on, and how to emulate its CPU."""
 
@@ -49,6 +75,10 @@ class Device(Strict):
         description="Latency-estimate factor: retired guest instructions per nanosecond on one core "
         "(clock x sustained IPC). Stated assumption, not a measurement of the device.",
     )
+    threads: int = Field(default=1, gt=0, description="Threads the app runs inference on (XNNPACK's pool).")
+    core: CoreModel | None = Field(
+        default=None, description="Cycle-estimate model of the core; without it latency falls back to instructions_per_ns."
+    )
 
     @field_validator("qemu_cpu")
     @classmethod
@@ -61,6 +91,8 @@ class Device(Strict):
     def _check(self) -> "Device":
         if self.memory_mb_min > self.memory_mb_max:
             raise ValueError("memory_mb_min is larger than memory_mb_max")
+        if self.threads > self.cores:
+            raise ValueError(f"threads ({self.threads}) is more than the device's cores ({self.cores})")
         return self
 
 

@@ -14,16 +14,19 @@ from __future__ import annotations
 import base64
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jinja2
+import numpy as np
 from markupsafe import Markup
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from toolkit.files import atomic_write_bytes, atomic_write_text
+from toolkit.tables import export_summary_lines
 
 ASSETS_DIR = "report_assets"
 MB = 1e6  # budgets are in MB of 10^6 bytes, like the profiles
@@ -63,6 +66,8 @@ class ArtifactRow:
     within_size: bool
     valid: bool
     failures: list[str]  # "check name: failure" lines
+    host_samples: int | None = None  # dev examples of the host check
+    correct: np.ndarray | None = None  # per dev example: classified right on the host (for paired comparisons)
 
     @property
     def fits_budgets(self) -> bool:
@@ -108,32 +113,122 @@ def artifact_rows(manifest: Mapping) -> list[ArtifactRow]:
                 within_size=a["bytes"] / MB <= budgets["artifact_mb"],
                 valid=a["valid"],
                 failures=[f"{c['name']}: {f}" for c in a["checks"] for f in c["failures"]],
+                host_samples=host["samples"] if host else None,
+                correct=_host_correct(host),
             )
         )
     return rows
 
 
-def suggest_artifact(rows: Sequence[ArtifactRow]) -> tuple[ArtifactRow | None, str]:
-    """The artifact to ship first: valid, inside the size and (estimated) latency budgets, most accurate.
+def _host_correct(host: Mapping | None) -> np.ndarray | None:
+    """The host check's per-example correctness (``details.correct_bits``), when the manifest records it."""
+    from toolkit.checks import unpack_correct
 
-    Ties go to the lower estimated latency, then the smaller file. Returns the row (None if nothing is valid) and
-    one sentence saying why.
+    bits = ((host or {}).get("details") or {}).get("correct_bits")
+    return None if bits is None else unpack_correct(bits, host["samples"])
+
+
+SIGNIFICANCE = 0.05  # two artifacts' dev accuracies differ when a paired test on the same examples says p < this
+
+
+def mcnemar_exact_p(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar p-value: of the examples exactly one of two classifiers got right (``only_first`` +
+    ``only_second``), is the split further from 50/50 than chance allows? (binomial test with p = 1/2)."""
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    k = min(only_first, only_second)
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, 2 * math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+@dataclass(frozen=True)
+class AccuracyComparison:
+    """How a second artifact's dev accuracy compares with a first's, on the same examples."""
+
+    significant: bool  # the first is significantly more accurate
+    how: str  # e.g. "1 of 872 dev examples apart, exact McNemar p = 1.00"
+
+
+def compare_accuracy(first: ArtifactRow, second: ArtifactRow) -> AccuracyComparison:
+    """Is ``first`` significantly more accurate than ``second``?
+
+    Paired exact McNemar test on the examples they disagree on when both host checks record per-example correctness
+    on the same examples; otherwise (older manifests) "more than one standard error of the first's accuracy apart".
+    """
+    a, b = first.host_accuracy or 0.0, second.host_accuracy or 0.0
+    if first.correct is not None and second.correct is not None and len(first.correct) == len(second.correct):
+        n = len(first.correct)
+        only_first = int((first.correct & ~second.correct).sum())
+        only_second = int((second.correct & ~first.correct).sum())
+        p = mcnemar_exact_p(only_first, only_second)
+        apart = abs(int(first.correct.sum()) - int(second.correct.sum()))
+        return AccuracyComparison(
+            a > b and p < SIGNIFICANCE,
+            f"{apart} of {n} dev examples apart, exact McNemar p = {p:.2g} on the {only_first + only_second} "
+            "they disagree on",
+        )
+    n = first.host_samples or second.host_samples or 0
+    se = math.sqrt(a * (1 - a) / n) if n else 0.0
+    return AccuracyComparison(
+        a - b > se, f"{(a - b) * 100:.2f} points apart, one standard error is {se * 100:.2f} points"
+    )
+
+
+def suggest_artifact(rows: Sequence[ArtifactRow]) -> tuple[ArtifactRow | None, str]:
+    """The artifact to ship first, and one sentence saying why.
+
+    Among the valid artifacts inside the size and (estimated) latency budgets (all valid ones when none fits): those
+    whose dev accuracy is not significantly below the most accurate one's (:func:`compare_accuracy`: a paired test on
+    the same dev examples) count as equally accurate; of these, the fastest (estimated latency), then the smallest.
+    A difference of a few dev examples is noise, and a faster, smaller model is then the better first choice.
+    Returns (None, why) when nothing is valid.
     """
     valid = [r for r in rows if r.valid]
     if not valid:
         return None, "No artifact passed validation: none can be recommended."
+    fitting = [r for r in valid if r.fits_budgets]
+    pool = fitting or valid
+    where = "inside the size and estimated-latency budgets" if fitting else "(none fits every budget)"
 
-    def key(r: ArtifactRow) -> tuple:
-        latency = r.latency_ms if r.latency_ms is not None else math.inf
-        return (not r.fits_budgets, -(r.host_accuracy or 0.0), latency, r.mb)
+    def cost(r: ArtifactRow) -> tuple:
+        return (r.latency_ms if r.latency_ms is not None else math.inf, r.mb)
 
-    best = min(valid, key=key)
-    why = (
-        "the most accurate valid artifact inside the size and estimated-latency budgets"
-        if best.fits_budgets
-        else "the most accurate valid artifact, but it does NOT fit every budget"
+    top = min(pool, key=lambda r: (-(r.host_accuracy or 0.0), *cost(r)))
+    comparisons = {r.name: compare_accuracy(top, r) for r in pool if r is not top}
+    tied = [top] + [r for r in pool if r is not top and not comparisons[r.name].significant]
+    best = min(tied, key=cost)
+    budget_note = "" if fitting else "; it does NOT fit every budget"
+    if len(pool) == 1:
+        return best, f"{best.name}: the only valid artifact {where}{budget_note}."
+    if best is top and len(tied) == 1:
+        closest = max(comparisons, key=lambda name: next(r.host_accuracy or 0.0 for r in pool if r.name == name))
+        return best, (
+            f"{best.name}: the most accurate valid artifact {where}, significantly more accurate than the others "
+            f"(closest: {closest}, {comparisons[closest].how}){budget_note}."
+        )
+    speed = _speed_phrase(best, [r for r in tied if r is not best])
+    if best is top:
+        return best, (
+            f"{best.name}: the most accurate valid artifact {where}, and {speed} of those whose dev accuracy is not "
+            f"significantly different{budget_note}."
+        )
+    return best, (
+        f"{best.name}: {speed} valid artifact {where} whose dev accuracy ({pct(best.host_accuracy)}) is not "
+        f"significantly below the most accurate, {top.name} ({pct(top.host_accuracy)}; "
+        f"{comparisons[best.name].how}){budget_note}."
     )
-    return best, f"{best.name}: {why}."
+
+
+def _speed_phrase(best: ArtifactRow, others: Sequence[ArtifactRow]) -> str:
+    """ "the fastest (est. ~24.6 ms)" or "the smallest (3.10 MB)", whichever decided between ``best`` and ``others``."""
+    faster = best.latency_ms is not None and all(
+        r.latency_ms is None or r.latency_ms > best.latency_ms for r in others
+    )
+    if faster:
+        return f"the fastest (est. ~{best.latency_ms:.1f} ms)"
+    return f"the smallest ({best.mb:.2f} MB)"
 
 
 def accuracy_floor(manifest: Mapping) -> float:
@@ -221,7 +316,7 @@ def plot_tradeoff(manifest: Mapping) -> Figure:
     ax.set_ylabel("dev accuracy (host run)")
     if scatter is not None:
         bar = fig.colorbar(scatter, ax=ax, pad=0.01)
-        bar.set_label("estimated latency, ms (emulator instructions)", fontsize=8)
+        bar.set_label("estimated latency, ms (emulator)", fontsize=8)
         bar.ax.axhline(budgets["latency_ms"], color=RED, linewidth=2)
     return fig
 
@@ -355,8 +450,8 @@ def _png(fig: Figure) -> bytes:
 
 PLOTS: list[tuple[str, str, str, Callable[[Mapping], Figure | None]]] = [
     ("tradeoff", "Accuracy vs size vs estimated latency",
-     "Each artifact's host accuracy against file size (log scale); colour is the ESTIMATED latency from emulator "
-     "instruction counts (red line on the colour bar: latency budget). ✕ = failed validation. Grey diamond: the "
+     "Each artifact's host accuracy against file size (log scale); colour is the ESTIMATED latency from the "
+     "emulated device (red line on the colour bar: latency budget). ✕ = failed validation. Grey diamond: the "
      "eager fp32 student.", plot_tradeoff),
     ("accuracy", "Accuracy: teacher vs student vs artifacts",
      "Host accuracy on the whole dev set; hatched red bars failed validation.", plot_accuracy_bars),
@@ -403,6 +498,35 @@ def size_mb(n_bytes: int) -> str:
     return f"{n_bytes / MB:.2f} MB"
 
 
+def latency_table(manifest: Mapping) -> tuple[list[str], list[list[str]], str]:
+    """Budget, the prediction made when the student was sized, and the emulator's estimates, per artifact."""
+    distill = manifest["student"]["distill"]
+    guess = distill.get("predicted") or {}  # the CostPrediction itself (older bundles: without the sizing record)
+    sizing = distill.get("sizing") or (
+        {"cost_model": guess["cost_model"], "binding_limit": guess["binding_limit"]} if guess.get("binding_limit") else {}
+    )
+    predicted = sizing.get("predicted_by_artifact") or guess.get("latency_ms_by_artifact") or {}
+    budget = manifest["profile"]["budgets"]["latency_ms"]
+    threads = manifest["profile"]["device"].get("threads", 1)
+    header = ["artifact", "budget ms", "predicted when sizing ms", "emulator estimate ms (1 thread)",
+              f"emulator estimate ms ({threads} threads)", "method"]  # fmt: skip
+    rows = []
+    for a in manifest["artifacts"]:
+        run = a.get("emulator") or {}
+        many = run.get("threads") or {}
+        rows.append([
+            a["name"], f"{budget:g}", num(predicted.get(a["name"]), ".1f") if a["name"] in predicted else "–",
+            num(run.get("estimated_latency_ms"), ".1f") if run else "not run",
+            (num(many.get("estimated_latency_ms"), ".1f")
+             + (" (model: 1 thread / N)" if many.get("method", "").startswith("stated") else " (slowest thread)"))
+            if many else "–",
+            run.get("estimate_method", "instructions") if run else "–",
+        ])  # fmt: skip
+    note = (f"Student sized by: {sizing.get('cost_model', '?')}. Binding limit: {sizing.get('binding_limit', '?')}."
+            if sizing else "No sizing record (student sized by an older toolkit, or given by flags).")
+    return header, rows, note
+
+
 def _context(manifest: Mapping, plots: Sequence[Plot]) -> dict[str, Any]:
     """Everything the templates print, computed once."""
     rows = artifact_rows(manifest)
@@ -431,6 +555,8 @@ def _context(manifest: Mapping, plots: Sequence[Plot]) -> dict[str, Any]:
         "student": student,
         "vocab": vocab,
         "assumptions": sorted({a["emulator"]["assumption"] for a in manifest["artifacts"] if a.get("emulator")}),
+        "latency_table": latency_table(manifest),
+        "cycles_estimate": any((a.get("emulator") or {}).get("estimate_method") == "cycles" for a in manifest["artifacts"]),
         "pct": pct,
         "signed_points": signed_points,
         "num": num,
@@ -567,10 +693,17 @@ the emulator columns compare the emulated run with the same runtime on the host.
 {% endif %}
 
 <h2>Latency estimate: the assumption</h2>
-<p>Latency is <b>not measured on a device</b>. The emulator counts the guest instructions retired per inference
+{% if cycles_estimate %}<p>Latency is <b>not measured on a device</b>: it is an ESTIMATE. The last emulated inference's
+translated blocks are timed by llvm-mca's model of the core, a simulated data cache adds miss stalls, and the total
+is divided by the clock and multiplied by a factor calibrated against published timings of reference networks on
+the same core (its held-out error is stated below and in BENCHMARKS.md).</p>
+{% else %}<p>Latency is <b>not measured on a device</b>. The emulator counts the guest instructions retired per inference
 (median over the samples) and divides by <code>instructions_per_ns = {{ device.instructions_per_ns }}</code> from the
 profile ({{ device.cpu_model }} at {{ device.clock_ghz }} GHz ⇒ an assumed
-{{ '%.2f'|format(device.instructions_per_ns / device.clock_ghz) }} instructions per cycle on one core).</p>
+{{ '%.2f'|format(device.instructions_per_ns / device.clock_ghz) }} instructions per cycle on one core).</p>{% endif %}
+<table><tr>{% for h in latency_table[0] %}<th{% if loop.first %} class="l"{% endif %}>{{ h }}</th>{% endfor %}</tr>
+{% for r in latency_table[1] %}<tr>{% for v in r %}<td{% if loop.first %} class="l"{% endif %}>{{ v }}</td>{% endfor %}</tr>{% endfor %}</table>
+<p><small>{{ latency_table[2] }}</small></p>
 <ul>{% for s in assumptions %}<li>{{ s }}</li>{% else %}<li class="warn">No artifact ran under the emulator: no latency estimate.</li>{% endfor %}</ul>
 
 <h2>Teacher and student</h2>
@@ -693,10 +826,12 @@ def render_markdown(manifest: Mapping, plots: Sequence[Plot]) -> str:
             out.append(f"- **{r.name} FAILED**")
             out += [f"  - `{f}`" for f in r.failures] or ["  - no check recorded a failure string"]
         out.append("")
+    out += ["## Summary", "", "As `toolkit export` prints it:", "", "```text", *export_summary_lines(manifest),
+            *textwrap.wrap(f"ship first: {c['suggested_why']}", 80, break_on_hyphens=False), "```", ""]  # fmt: skip
     out += ["## Validated", ""] + [f"- {s}" for s in m["validation"]["validated"]] + [""]
     out += ["## NOT validated", ""] + [f"- {s}" for s in m["validation"]["not_validated"]] + [""]
     out += ["## Artifacts", "", summary_table_md(c["rows"]), ""]
-    out += ["Latency is an ESTIMATE from emulator instruction counts, not a measurement (see below).", ""]
+    out += ["Latency is an ESTIMATE from the emulated inference, not a measurement (see below).", ""]
     for plot in plots:
         out += [f"### {plot.title}", "", f"![{plot.title}]({ASSETS_DIR}/{plot.key}.png)", "", plot.caption, ""]
     for a in nnapi_artifacts(manifest):
@@ -705,9 +840,15 @@ def render_markdown(manifest: Mapping, plots: Sequence[Plot]) -> str:
                 f"({cov['share']:.1%}) accepted, {cov['partitions']} delegated partition(s).", ""]  # fmt: skip
         out += [md_table(["op left on the CPU", "count", "reason"],
                          [[f"`{r['op']}`", r["count"], r["reason"]] for r in cov["rejected"]]), ""]  # fmt: skip
-    out += ["## Latency estimate: the assumption", "",
-            f"Median retired guest instructions per inference / `instructions_per_ns = {device['instructions_per_ns']}` "
-            f"(profile; {device['cpu_model']} at {device['clock_ghz']} GHz). Not measured on a device.", ""]  # fmt: skip
+    if c["cycles_estimate"]:
+        out += ["## Latency estimate: the assumption", "",
+                "ESTIMATE, not measured on a device: llvm-mca cycles of the last emulated inference's blocks + simulated "
+                "cache-miss stalls, / clock, x a factor calibrated against published timings (error below).", ""]  # fmt: skip
+    else:
+        out += ["## Latency estimate: the assumption", "",
+                f"Median retired guest instructions per inference / `instructions_per_ns = {device['instructions_per_ns']}` "
+                f"(profile; {device['cpu_model']} at {device['clock_ghz']} GHz). Not measured on a device.", ""]  # fmt: skip
+    out += [md_table(c["latency_table"][0], c["latency_table"][1]), "", c["latency_table"][2], ""]
     out += [f"- {s}" for s in c["assumptions"]] + [""]
     vocab = c["vocab"]
     out += ["## Teacher and student", "", md_table(["", "teacher", "student", "xlnet-base"], [
@@ -802,7 +943,7 @@ INDEX_TEMPLATE = r"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>XLNet edge bundles: all profiles</title>
 <style>{{ css }}</style></head><body><main>
 <h1>All profiles</h1>
-<p class="sub">{{ entries|length }} profile bundle(s). Latencies are ESTIMATES from emulator instruction counts.</p>
+<p class="sub">{{ entries|length }} profile bundle(s). Latencies are ESTIMATES from the emulated device (one thread), not device timings.</p>
 <div class="banner {{ 'ok' if all_ok else 'bad' }}">{{ '✔ Every artifact of every profile passed validation' if all_ok else '✘ Some artifacts FAILED validation' }}</div>
 <table>
 <tr><th class="l">profile</th><th class="l">device</th><th>budgets</th><th>student</th><th class="l">ship first</th>
@@ -866,7 +1007,7 @@ def write_index(
         signed_points=signed_points, created=max(m["created"] for m in manifests),
         version=manifests[0]["toolkit"]["version"],
     )
-    md = ["# All profiles", "", "Latencies are ESTIMATES from emulator instruction counts.", ""]
+    md = ["# All profiles", "", "Latencies are ESTIMATES from the emulated device (one thread), not device timings.", ""]
     md.append(md_table(
         ["profile", "device", "ship first", "size MB", "host acc", "latency est. ms", "valid", "report"],
         [[e["m"]["profile"]["name"], e["m"]["profile"]["device"]["cpu_model"],

@@ -211,6 +211,7 @@ def load_encoder(folder: Path, vocab_size: int | None = None) -> tuple[XLNetText
 
 
 FAST_PATH_MAX_LEN = 512
+FLUSH_SECONDS = 10.0  # cached teacher logits: at most this much work is lost to an interruption
 
 
 def fast_equivalent(model) -> "XLNetStudent":
@@ -224,6 +225,24 @@ def fast_equivalent(model) -> "XLNetStudent":
 def compute_device() -> torch.device:
     """A GPU when there is one (teacher logits, teacher training, distillation), else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+TEACHER_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str = "auto", device: torch.device | None = None) -> str:
+    """``auto`` -> ``bf16`` where the device computes bf16 natively (a CPU with AMX or AVX512-BF16, a bf16 GPU),
+    else ``fp32``. On an xlnet-base-shaped teacher bf16 autocast was 3.3x faster on this project's 2-core CPU and
+    moved logits by at most 0.006 (argmax unchanged on 1,000 SST-2 texts); ``fp32`` forces full precision."""
+    if precision not in TEACHER_PRECISIONS:
+        raise ToolkitError(f"teacher precision '{precision}': choose one of {list(TEACHER_PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    device = device or compute_device()
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return "bf16" if native else "fp32"
 
 
 def length_batches(lengths: list[int], max_tokens: int, max_rows: int = 256) -> list[np.ndarray]:
@@ -252,6 +271,7 @@ def predict_logits(
     max_tokens: int = 8192,
     desc="teacher",
     cache: Path | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Logits [N, C] of an HF XLNet classifier (run through its fast equivalent, on a GPU when present).
 
@@ -259,6 +279,7 @@ def predict_logits(
     although short texts come first. With ``cache`` (a ``.npy`` path) the logits are written to a memory-mapped
     file as they are computed and flushed every few seconds with the number of rows done: an interrupted run
     resumes there, and the finished file is renamed into place (so a complete ``cache`` is always whole).
+    ``precision`` (see :func:`resolve_precision`) runs the forward pass under bf16 autocast; logits are float32.
     """
     if cache is not None and Path(cache).is_file():
         return np.load(cache)
@@ -281,14 +302,15 @@ def predict_logits(
         batch = encoder.encode_padded_to_longest(
             [texts[i] for i in idx], None if pairs is None else [pairs[i] for i in idx], max_len=FAST_PATH_MAX_LEN
         )
-        logits = fast(
-            torch.from_numpy(batch.input_ids).to(device),
-            torch.from_numpy(batch.attention_mask).to(device),
-            torch.from_numpy(batch.token_type_ids).to(device),
-        )
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision) == "bf16"):
+            logits = fast(
+                torch.from_numpy(batch.input_ids).to(device),
+                torch.from_numpy(batch.attention_mask).to(device),
+                torch.from_numpy(batch.token_type_ids).to(device),
+            )
         out[idx] = logits.float().cpu().numpy()
         progress.update(tokens[number])
-        if progress_file is not None and time.time() - last_flush > 10:
+        if progress_file is not None and time.time() - last_flush >= FLUSH_SECONDS:
             out.flush()
             atomic_write_json(progress_file, {"batches_done": number + 1, "batches": len(batches)})
             last_flush = time.time()
@@ -428,7 +450,8 @@ def train_teacher(
             optimizer.step()
             scheduler.step()
             progress.update(1)
-            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_dev=f"{best['dev_accuracy']:.3f}")
+            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_dev=f"{best['dev_accuracy']:.3f}",
+                                 refresh=False)  # drawn with the next redraw: a line per step floods piped logs
         dev_accuracy = accuracy(predict_logits(model, encoder, dev.texts, dev.pairs), dev.labels)
         if dev_accuracy > best["dev_accuracy"]:
             best = {"dev_accuracy": dev_accuracy, "epoch": epoch + 1}

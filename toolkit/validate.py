@@ -7,8 +7,10 @@ For every artifact in a bundle's manifest, on a fixed seeded subset of the real 
 * the emulated CPU (``profile.device.qemu_cpu``) runs it with the aarch64 build of that runtime, counting guest
   instructions per inference;
 * logits are compared (float models: an absolute bound; int8 models: a number of quantization steps of the logits'
-  range), accuracy is compared with the eager student's, and the instruction count becomes a latency ESTIMATE
-  with the profile's stated ``instructions_per_ns``.
+  range), accuracy is compared with the eager student's, and the last inference becomes a latency ESTIMATE: its
+  cycles (llvm-mca per translated block + simulated cache misses, calibrated against published device timings;
+  toolkit/cycles.py) when the profile has a core model and llvm-mca is installed, else instructions / the profile's
+  stated ``instructions_per_ns``. With ``device.threads`` > 1 a second short run estimates that many threads.
 
 Results and verdicts are written into the manifest; :class:`ValidationError` says what differed.
 """
@@ -55,13 +57,17 @@ def host_logits(artifact: dict, model: Path, inputs: list[np.ndarray]) -> np.nda
     return run_tflite(model, inputs, runtime=artifact["runtime"])
 
 
-def emulated_run(artifact: dict, model: Path, inputs: list[np.ndarray], profile: Profile):
+def emulated_run(
+    artifact: dict, model: Path, inputs: list[np.ndarray], profile: Profile, *, profile_cycles: bool = False,
+    threads: int = 1,
+):
     from toolkit.emulate import run_pte_emulated, run_tflite_emulated
 
+    options = {"profile_cycles": profile_cycles, "threads": threads}
     if artifact["format"] == "pte":
-        return run_pte_emulated(profile.device, model, inputs)
+        return run_pte_emulated(profile.device, model, inputs, **options)
     delegate = "cpu" if artifact["delegate"] == "cpu" else "xnnpack"  # NNAPI falls back to LiteRT's CPU path
-    return run_tflite_emulated(profile.device, artifact["runtime"], model, inputs, delegate=delegate)
+    return run_tflite_emulated(profile.device, artifact["runtime"], model, inputs, delegate=delegate, **options)
 
 
 def quantization_step(reference: np.ndarray) -> float:
@@ -85,12 +91,14 @@ def validate_artifact(
     student_reference: np.ndarray,
 ) -> EmulatorOutcome:
     """Host vs emulator for one artifact on the subset ``inputs`` (already the validation subset)."""
+    from toolkit.cycles import cycle_model_problem
     from toolkit.emulate import estimate_latency_ms
 
     model = bundle_dir / artifact["file"]
     is_float = artifact["recipe"] in FLOAT_COMPUTE_RECIPES
     host = host_logits(artifact, model, inputs)
-    run = emulated_run(artifact, model, inputs, profile)
+    no_cycles = cycle_model_problem(profile.device)
+    run = emulated_run(artifact, model, inputs, profile, profile_cycles=no_cycles is None)
     check = compare_logits(f"emulator {profile.device.qemu_cpu} vs host {artifact['runtime']}", host, run.logits, labels)
     check = gate_emulator_vs_host(check, profile.validation.tolerances, is_float, None if is_float else quantization_step(host))
     student_accuracy = float((student_reference.argmax(1) == labels).mean())
@@ -123,9 +131,30 @@ def validate_artifact(
             f"estimate = guest instructions per inference (median, first excluded) / {profile.device.instructions_per_ns}"
             f" instructions per ns on one {profile.device.cpu_model} core (the profile's stated clock x sustained IPC); "
             "caches, memory bandwidth and stalls are not modelled"
+            + (f" (no cycle estimate: {no_cycles})" if no_cycles else "")
         ),
+        "estimate_method": "instructions",
     }
+    if no_cycles is None and run.profile is not None:
+        emulator.update(_cycle_fields(artifact, model, inputs, profile, run))
+        emulator["instructions_estimate_ms"] = latency
+        emulator["within_budget"] = emulator["estimated_latency_ms"] <= profile.budgets.latency_ms
     return EmulatorOutcome(check, emulator)
+
+
+def _cycle_fields(artifact: dict, model: Path, inputs: list[np.ndarray], profile: Profile, run) -> dict:
+    """The cycle estimate of the run's last inference, and of ``device.threads`` threads in a second short run."""
+    from toolkit.cycles import latency_record, threads_record
+    from toolkit.emulate import estimate_cycles
+
+    device = profile.device
+    one = estimate_cycles(run, device)
+    fields = latency_record(one, device)
+    if device.threads > 1:
+        short = [a[:2] for a in inputs]  # one warm-up inference, then the profiled one
+        threaded = emulated_run(artifact, model, short, profile, profile_cycles=True, threads=device.threads)
+        fields["threads"] = threads_record(estimate_cycles(threaded, device), one)
+    return fields
 
 
 def _subset_noise_points(samples: int) -> float:
@@ -136,8 +165,9 @@ def _subset_noise_points(samples: int) -> float:
 def not_validated_statements(profile: Profile) -> list[str]:
     """What this run could NOT validate for the profile, said plainly for the manifest and report."""
     statements = [
-        "Latency figures are estimates from emulated instruction counts, not timings on the device.",
-        f"qemu emulates the {profile.device.cpu_model} instruction set, not its caches or timing.",
+        "Latency figures are estimates from the emulated inference (llvm-mca cycles per block and a simulated "
+        "cache, calibrated against published timings of other models on the same core), not timings on the device.",
+        f"qemu emulates the {profile.device.cpu_model} instruction set, not its timing; the timing is llvm-mca's model.",
     ]
     if any(a.delegate == "nnapi" for a in profile.artifacts):
         statements.append(

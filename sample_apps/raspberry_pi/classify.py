@@ -3,6 +3,7 @@
 
     python3 classify.py --bundle BUNDLE "a gorgeous , witty , seductive movie ." "dull and lifeless"
     echo "one text per line" | python3 classify.py --bundle BUNDLE --json
+    python3 classify.py --self-test BUNDLE          # replay the bundle's golden inputs: exit 0 on PASS, 1 on FAIL
 
 Needs only the standard library, numpy and ONE LiteRT runtime: ``pip install ai-edge-litert numpy`` (current) or
 ``pip install tflite-runtime "numpy<2"`` (the older Raspberry Pi OS runtime). No torch, no transformers.
@@ -16,6 +17,12 @@ steady-state figures rather than including the interpreter's one-time setup.
 Before loading a model it checks the manifest's record of it: the record must say ``valid: true``, its ``file`` must
 stay inside the bundle folder (no absolute path, no ``..`` or symlink leading out), and the file's SHA-256 must equal
 the record's ``sha256``. The interpreter is then given exactly the bytes that were hashed.
+
+``--self-test BUNDLE`` replays the bundle's ``selftest.json`` (verified against the manifest's ``sha256`` first): each
+golden text must tokenize to the golden ids, and each ``.tflite`` model (or ``--model``) must give the expected logits,
+computed on the export host with the artifact's runtime, within the tolerance written beside them (float models
+1e-4; int8 models a few quantization steps, as the toolkit's emulator check). It prints every figure with the
+tolerance used and ``self-test: PASS`` (exit 0) or ``self-test: FAIL`` (exit 1); an unusable bundle exits 2.
 """
 
 from __future__ import annotations
@@ -256,21 +263,99 @@ class TfliteClassifier:
         }
 
 
+def read_selftest(bundle: Bundle) -> dict:
+    """BUNDLE/selftest.json after checking it against the manifest's ``selftest`` record (inside, sha256)."""
+    entry = bundle.manifest.get("selftest")
+    if not isinstance(entry, dict):
+        raise BundleError(f"{bundle.folder / 'manifest.json'} lists no \"selftest\" file: the bundle was exported "
+                          "without golden inputs (re-export it with a current toolkit)")
+    record = {"name": "selftest", "file": entry.get("file"), "sha256": entry.get("sha256")}
+    document = json.loads(bundle.read_verified(record).decode("utf-8"))  # path and sha256 checked like a model's
+    if document.get("format") != "xlnet-edge-selftest" or document.get("version") != 1:
+        raise BundleError(f"{bundle.model_path(record)} is not a version-1 xlnet-edge selftest file")
+    return document
+
+
+def pick_runtime(requested: str, declared: str) -> str:
+    """The runtime to replay an artifact with: the one asked for, else the one its expected outputs came from."""
+    if requested != "auto":
+        return requested
+    try:
+        load_interpreter_class(declared)
+        return declared
+    except BundleError:
+        return "auto"
+
+
+def self_test(bundle: Bundle, model: str | None, runtime: str, threads: int) -> bool:
+    """Replay selftest.json: golden texts -> ids, then each .tflite model's logits; prints one line per check."""
+    doc = read_selftest(bundle)
+    examples = doc["examples"]
+    print(f"# self-test of {bundle.folder}: {len(examples)} golden texts from selftest.json (sha256 verified)")
+    fields = ("input_ids", "attention_mask", "token_type_ids")
+    encoded = [bundle.tokenizer.encode(e["text"], e.get("pair"), seq_len=int(doc["seq_len"])) for e in examples]
+    wrong = [i for i, (e, got) in enumerate(zip(examples, encoded)) if [list(v) for v in got] != [e[f] for f in fields]]
+    passed = not wrong
+    print(f"tokenizer: {len(examples) - len(wrong)}/{len(examples)} texts give the golden input_ids, attention_mask "
+          f"and token_type_ids (exact) -> {'PASS' if passed else 'FAIL'}")
+    for i in wrong:
+        print(f"  text {i} {examples[i]['text'][:50]!r}: tokenized differently from the export host")
+    if model is not None:
+        names = [bundle.artifact(model)["name"]]
+    else:
+        names = [r["name"] for r in bundle.manifest.get("artifacts", [])
+                 if r.get("format") == "tflite" and r.get("valid") and r["name"] in doc["artifacts"]]  # fmt: skip
+        if not names:
+            print("no valid .tflite artifact to replay (the .pte ones: cpp/classify_pte --self-test BUNDLE)")
+    for name in names:
+        artifact = bundle.artifact(name)
+        golden = doc["artifacts"].get(name)
+        if golden is None:
+            raise BundleError(f"selftest.json has no expected outputs for {name}: re-export the bundle")
+        if golden.get("sha256") != artifact.get("sha256"):
+            raise BundleError(f"selftest.json's expected outputs for {name} are for another file (sha256 "
+                              f"{golden.get('sha256')}, the manifest's is {artifact.get('sha256')}): re-export the bundle")
+        classifier = TfliteClassifier(bundle, artifact, pick_runtime(runtime, golden["runtime"]), threads)
+        got = np.array([classifier.logits(e) for e in encoded], dtype=np.float64)
+        expected = np.array(golden["logits"], dtype=np.float64)
+        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+        same_labels = int((got.argmax(1) == expected.argmax(1)).sum()) if got.shape == expected.shape else 0
+        ok = diff <= float(golden["atol"])
+        passed = passed and ok
+        note = "" if classifier.runtime == golden["runtime"] else f" (expected outputs are from {golden['runtime']})"
+        print(f"{name} on {classifier.runtime}{note}: max |logit diff| {diff:.3g} <= tolerance {golden['atol']:.3g}? "
+              f"{'yes' if ok else 'NO'}; labels {same_labels}/{len(examples)} as expected -> {'PASS' if ok else 'FAIL'}")
+        print(f"  tolerance: {golden['tolerance']}")
+    print(f"self-test: {'PASS' if passed else 'FAIL'}")
+    return passed
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Classify texts with a bundle's .tflite model.")
     parser.add_argument("texts", nargs="*", help="texts to classify; none: read one text per line from stdin")
-    parser.add_argument("--bundle", required=True, help="the bundle folder (holds manifest.json)")
+    parser.add_argument("--bundle", help="the bundle folder (holds manifest.json)")
+    parser.add_argument("--self-test", metavar="BUNDLE", dest="self_test",
+                        help="replay BUNDLE's golden inputs (selftest.json) and say PASS (exit 0) or FAIL (exit 1)")
     parser.add_argument("--model", help="artifact name or file from the manifest (default: first valid tflite)")
     parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
                         help="LiteRT runtime; auto: ai-edge-litert if installed, else tflite-runtime")
     parser.add_argument("--threads", type=int, default=1,
                         help="interpreter threads (default 1: the toolkit's latency budgets are for one core)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text lines")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.bundle is None and args.self_test is None:
+        parser.error("the following arguments are required: --bundle (or --self-test BUNDLE)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.self_test is not None:
+        try:
+            return 0 if self_test(Bundle(args.self_test), args.model, args.runtime, args.threads) else 1
+        except BundleError as err:
+            print(f"classify.py: error: {err}", file=sys.stderr)
+            return 2
     try:
         bundle = Bundle(args.bundle)
         classifier = TfliteClassifier(bundle, bundle.artifact(args.model), args.runtime, args.threads)

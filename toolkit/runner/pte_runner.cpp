@@ -1,6 +1,6 @@
 // pte_runner: run an ExecuTorch .pte program on samples from a binary file.
 //
-//   pte_runner MODEL.pte INPUTS.bin OUTPUTS.bin [NUM_SAMPLES]
+//   pte_runner MODEL.pte INPUTS.bin OUTPUTS.bin [NUM_SAMPLES [THREADS]]
 //
 // The "forward" method's inputs (count, dtypes, shapes) are read from the program itself. INPUTS.bin holds N samples
 // back to back; one sample is every input tensor's raw little-endian bytes, concatenated in method-input order. For
@@ -11,17 +11,20 @@
 // Around each execute() the runner makes a marker syscall (see marker.h) so that the qemu TCG plugin
 // (insn_count_plugin.c) counts guest instructions for exactly the inference. On real Linux it returns ENOSYS.
 //
-// One thread: the XNNPACK thread pool is disabled so outputs and instruction counts are repeatable and the figure is
-// "one inference on one core", which is what the latency budgets are written for.
+// One thread by default: the XNNPACK thread pool is disabled so outputs and instruction counts are repeatable and the
+// figure is "one inference on one core", which is what the latency budgets are written for. THREADS > 1 sizes
+// ExecuTorch's thread pool (what an app on several cores runs) for the emulator's multi-thread estimate.
 
 #include <unistd.h>
 #include <sys/syscall.h>
 
 #include <cinttypes>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +43,16 @@ using executorch::runtime::Error;
 using executorch::runtime::EValue;
 using executorch::runtime::MethodMeta;
 using executorch::runtime::Tag;
+
+// From executorch/extension/threadpool/threadpool.h, which the wheel does not ship (libexecutorch_threadpool does).
+namespace executorch::extension::threadpool {
+class ThreadPool {
+ public:
+  bool _unsafe_reset_threadpool(uint32_t num_threads);
+  size_t get_thread_count() const;
+};
+ThreadPool* get_threadpool();
+}  // namespace executorch::extension::threadpool
 
 namespace {
 
@@ -99,12 +112,24 @@ std::vector<char> read_file(const char* path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4 && argc != 5) {
-    std::fprintf(stderr, "usage: %s MODEL.pte INPUTS.bin OUTPUTS.bin [NUM_SAMPLES]\n", argv[0]);
+  if (argc < 4 || argc > 6) {
+    std::fprintf(stderr, "usage: %s MODEL.pte INPUTS.bin OUTPUTS.bin [NUM_SAMPLES [THREADS]]\n", argv[0]);
     return 64;
   }
   const char* model_path = argv[1];
-  NoThreadPoolGuard single_thread;
+  const long threads = argc == 6 ? std::strtol(argv[5], nullptr, 10) : 1;
+  if (threads < 1 || threads > 64) {
+    fail(std::string("THREADS must be 1..64, not '") + argv[5] + "'");
+  }
+  std::unique_ptr<NoThreadPoolGuard> single_thread;
+  if (threads == 1) {
+    single_thread = std::make_unique<NoThreadPoolGuard>();
+  } else {
+    auto* pool = executorch::extension::threadpool::get_threadpool();
+    if (pool == nullptr || !pool->_unsafe_reset_threadpool(static_cast<uint32_t>(threads))) {
+      fail("cannot size the thread pool to " + std::to_string(threads) + " threads");
+    }
+  }
 
   Module module(model_path, Module::LoadMode::File);
   // Full flatbuffer verification: this runner exists to validate artifacts, so a damaged file must fail loudly here.
@@ -135,7 +160,7 @@ int main(int argc, char** argv) {
          std::to_string(sample_bytes) + "-byte samples (see the input lines above)");
   }
   const size_t num_samples = data.size() / sample_bytes;
-  if (argc == 5 && std::to_string(num_samples) != argv[4]) {
+  if (argc >= 5 && std::to_string(num_samples) != argv[4]) {
     fail("input file holds " + std::to_string(data.size()) + " bytes but " + argv[4] + " samples of " +
          std::to_string(sample_bytes) + " bytes were announced: the inputs do not match the program's dtypes and "
          "shapes (see the input lines above)");

@@ -1,9 +1,10 @@
 """Run a .tflite model inside the emulated ARM device, with whichever LiteRT runtime is on PYTHONPATH.
 
-    python3 tflite_guest.py RUNTIME MODEL.tflite INPUTS.bin OUTPUTS.bin NUM_SAMPLES [DELEGATE]
+    python3 tflite_guest.py RUNTIME MODEL.tflite INPUTS.bin OUTPUTS.bin NUM_SAMPLES [DELEGATE [THREADS]]
 
 RUNTIME is ``ai-edge-litert`` or ``tflite-runtime``; DELEGATE is ``xnnpack`` (the runtime's default) or ``cpu`` (the
-builtin kernels without the default XNNPACK delegate, as an artifact for ``delegate: cpu`` is meant to run). Runs with the guest's own python3 (Debian arm64), so it uses only
+builtin kernels without the default XNNPACK delegate, as an artifact for ``delegate: cpu`` is meant to run); THREADS
+is the interpreter's num_threads (default 1). Runs with the guest's own python3 (Debian arm64), so it uses only
 the standard library, numpy and the runtime. Same file format as pte_runner: the input tensors' dtypes and shapes come
 from the model; INPUTS.bin holds N samples, each every input's raw little-endian bytes in the model's input order.
 Output 0 is written as float32 (dequantized if the model's output is integer), and one line is printed per sample.
@@ -22,7 +23,7 @@ MARKER_MAGIC = 0x7865646765
 MARKER_START, MARKER_STOP = 1, 0
 
 
-def make_interpreter(runtime, model, delegate):
+def make_interpreter(runtime, model, delegate, threads=1):
     if runtime == "ai-edge-litert":
         from ai_edge_litert import interpreter as module
     elif runtime == "tflite-runtime":
@@ -32,17 +33,18 @@ def make_interpreter(runtime, model, delegate):
     options = {}
     if delegate == "cpu":
         options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    return module.Interpreter(model_path=model, num_threads=1, **options)
+    return module.Interpreter(model_path=model, num_threads=threads, **options)
 
 
 def main():
     runtime, model, inputs_path, outputs_path, num_samples = sys.argv[1:6]
     delegate = sys.argv[6] if len(sys.argv) > 6 else "xnnpack"
+    threads = int(sys.argv[7]) if len(sys.argv) > 7 else 1
     libc = ctypes.CDLL(None, use_errno=True)
     syscall = libc.syscall
     syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long]
 
-    interpreter = make_interpreter(runtime, model, delegate)
+    interpreter = make_interpreter(runtime, model, delegate, threads)
     interpreter.allocate_tensors()
     input_details = interpreter.get_input_details()
     output = interpreter.get_output_details()[0]

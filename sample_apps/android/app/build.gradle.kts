@@ -8,7 +8,7 @@ android {
     compileSdk = 34
     defaultConfig {
         applicationId = "org.xlnetedge.app"
-        minSdk = 27          // NNAPI 1.1+; String.codePoints() in the tokenizer needs API 24+
+        minSdk = 27          // NNAPI 1.1+ for the legacy path (XNNPACK needs less); String.codePoints() needs API 24+
         targetSdk = 34
         versionCode = 1
         versionName = "0.1.0"

@@ -1,6 +1,7 @@
 // classify_pte: classify texts with a bundle's ExecuTorch .pte (XNNPACK), tokenizing in C++ exactly like the host.
 //
 //   classify_pte [--json] [--all-cores] BUNDLE MODEL [TEXT ...]      (no TEXT: one text per line from stdin)
+//   classify_pte --self-test BUNDLE [MODEL ...]                        (replay the bundle's golden inputs)
 //
 // BUNDLE is the folder an export wrote (manifest.json, labels.json, tokenizer.json, models/). MODEL is a .pte path,
 // a path inside BUNDLE (models/pte-int8-dynamic.pte) or an artifact name (pte-int8-dynamic). The model inputs are
@@ -15,11 +16,18 @@
 // stay inside BUNDLE (no absolute path, no ".." or symlink leading out), and the file's SHA-256 (sha256.h) must equal
 // the record's "sha256". The program is then loaded from exactly the bytes that were hashed.
 //
+// --self-test replays BUNDLE/selftest.json (checked against the manifest's "selftest" sha256 first): each golden text
+// must tokenize to the golden ids, and each valid .pte (or each MODEL given) must give the expected logits, computed
+// on the export host with ExecuTorch, within the tolerance written beside them (float models 1e-4, int8 models a
+// few quantization steps, as the toolkit's emulator check). It prints every figure with the tolerance used and
+// "self-test: PASS" (exit 0) or "self-test: FAIL" (exit 1); an unusable bundle exits 2.
+//
 // Built like toolkit/runner/pte_runner.cpp, against the executorch wheel's shared libraries: see build.sh.
 
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -191,6 +199,7 @@ struct ModelBytes {
   ~ModelBytes() { std::free(data); }
   unsigned char* data = nullptr;
   size_t size = 0;
+  std::string sha256;  // hex digest of data, once verified
 };
 
 // Reads PATH into BYTES and checks it against the record's "sha256"; refuses a mismatch before anything loads it.
@@ -212,6 +221,7 @@ void read_verified(const std::string& path, const minijson::Value& record, const
     throw std::runtime_error("cannot read the model file '" + path + "'");
   }
   std::string actual = sha256_hex(bytes.data, bytes.size), expected = field->string;
+  bytes.sha256 = actual;
   std::string lower = expected;
   for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
   if (actual != lower) {
@@ -299,6 +309,10 @@ class PteClassifier {
 
   const std::string& name() const { return name_; }
   const std::vector<std::string>& labels() const { return labels_; }
+  const std::string& sha256() const { return model_bytes_.sha256; }  // of the bytes loaded (checked)
+
+  // The logits of one tokenized input (what the self-test compares with the golden outputs).
+  std::vector<float> run(const Encoded& encoded) { return logits(encoded); }
 
   Result classify(const std::string& text) {
     using clock = std::chrono::steady_clock;
@@ -426,21 +440,152 @@ void print_lines(const PteClassifier& app, const std::vector<Result>& results, b
   }
 }
 
+// BUNDLE/selftest.json, after checking it like a model: named by the manifest's "selftest" record, inside the
+// bundle, with the record's SHA-256.
+minijson::Value read_selftest(const std::string& bundle, const minijson::Value& manifest) {
+  const minijson::Value* entry = manifest.find("selftest");
+  if (entry == nullptr || entry->type != minijson::Value::Type::Object) {
+    throw std::runtime_error(bundle + "/manifest.json lists no \"selftest\" file: the bundle was exported without "
+                             "golden inputs (re-export it with a current toolkit)");
+  }
+  const minijson::Value* file = entry->find("file");
+  const minijson::Value* sha = entry->find("sha256");
+  minijson::Value record = minijson::parse(
+      "{\"name\": \"selftest\", \"file\": " +
+      json_string(file != nullptr && file->type == minijson::Value::Type::String ? file->string : "") +
+      (sha != nullptr && sha->type == minijson::Value::Type::String ? ", \"sha256\": " + json_string(sha->string) : "") +
+      "}");
+  std::string path = path_in_bundle(bundle, record);
+  ModelBytes bytes;
+  read_verified(path, record, bundle, bytes);
+  minijson::Value doc = minijson::parse(std::string(reinterpret_cast<const char*>(bytes.data), bytes.size));
+  const minijson::Value* format = doc.find("format");
+  const minijson::Value* version = doc.find("version");
+  if (format == nullptr || format->type != minijson::Value::Type::String || format->string != "xlnet-edge-selftest" ||
+      version == nullptr || version->type != minijson::Value::Type::Number || version->number != 1) {
+    throw std::runtime_error(path + " is not a version-1 xlnet-edge selftest file");
+  }
+  return doc;
+}
+
+std::vector<int32_t> int_list(const minijson::Value& list) {
+  std::vector<int32_t> out;
+  for (const auto& v : list.items) out.push_back(static_cast<int32_t>(v.as_number()));
+  return out;
+}
+
+// --self-test: golden texts -> ids (exact), then each .pte's logits within the selftest's tolerance.
+bool self_test(const std::string& bundle, std::vector<std::string> models) {
+  if (!is_dir(bundle)) throw std::runtime_error("no bundle folder at '" + bundle + "': pass the folder an export wrote");
+  minijson::Value manifest = read_bundle_json(bundle, "manifest.json");
+  minijson::Value doc = read_selftest(bundle, manifest);
+  XLNetTokenizer tokenizer(read_bundle_json(bundle, "tokenizer.json"));
+  int seq_len = doc["seq_len"].as_int();
+  const auto& examples = doc["examples"].items;
+  std::printf("# self-test of %s: %zu golden texts from selftest.json (sha256 verified)\n", bundle.c_str(),
+              examples.size());
+  std::vector<Encoded> encoded;
+  std::vector<size_t> wrong;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const minijson::Value& e = examples[i];
+    const minijson::Value* pair = e.find("pair");
+    bool has_pair = pair != nullptr && pair->type == minijson::Value::Type::String;
+    encoded.push_back(tokenizer.encode(e["text"].as_string(), has_pair ? &pair->string : nullptr, seq_len));
+    const Encoded& got = encoded.back();
+    if (got.ids != int_list(e["input_ids"]) || got.mask != int_list(e["attention_mask"]) ||
+        got.types != int_list(e["token_type_ids"])) {
+      wrong.push_back(i);
+    }
+  }
+  bool passed = wrong.empty();
+  std::printf("tokenizer: %zu/%zu texts give the golden input_ids, attention_mask and token_type_ids (exact) -> %s\n",
+              examples.size() - wrong.size(), examples.size(), passed ? "PASS" : "FAIL");
+  for (size_t i : wrong) {
+    std::printf("  text %zu \"%s\": tokenized differently from the export host\n", i,
+                examples[i]["text"].as_string().substr(0, 50).c_str());
+  }
+  const minijson::Value& expected_all = doc["artifacts"];
+  if (models.empty()) {
+    for (const auto& record : manifest["artifacts"].items) {
+      const minijson::Value* valid = record.find("valid");
+      if (record["format"].as_string() == "pte" && valid != nullptr && valid->type == minijson::Value::Type::Bool &&
+          valid->boolean && expected_all.find(record["name"].as_string()) != nullptr) {
+        models.push_back(record["name"].as_string());
+      }
+    }
+    if (models.empty()) std::printf("no valid .pte artifact to replay (the .tflite ones: classify.py --self-test)\n");
+  }
+  for (const std::string& model : models) {
+    PteClassifier app(bundle, model);  // valid, inside the bundle, the manifest's sha256
+    const minijson::Value* golden = expected_all.find(app.name());
+    if (golden == nullptr) {
+      throw std::runtime_error("selftest.json has no expected outputs for " + app.name() + ": re-export the bundle");
+    }
+    if ((*golden)["sha256"].as_string() != app.sha256()) {
+      throw std::runtime_error("selftest.json's expected outputs for " + app.name() + " are for another file (sha256 " +
+                               (*golden)["sha256"].as_string() + ", this one is " + app.sha256() +
+                               "): re-export the bundle");
+    }
+    const auto& rows = (*golden)["logits"].items;
+    double atol = (*golden)["atol"].as_number(), max_diff = 0.0;
+    size_t same_labels = 0;
+    bool shapes_match = rows.size() == encoded.size();
+    for (size_t i = 0; shapes_match && i < encoded.size(); ++i) {
+      std::vector<float> got = app.run(encoded[i]);
+      if (got.size() != rows[i].size()) { shapes_match = false; break; }
+      size_t got_best = 0, want_best = 0;
+      for (size_t c = 0; c < got.size(); ++c) {
+        double want = rows[i][c].as_number();
+        max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[c]) - want));
+        if (got[c] > got[got_best]) got_best = c;
+        if (want > rows[i][want_best].as_number()) want_best = c;
+      }
+      same_labels += got_best == want_best;
+    }
+    if (!shapes_match) max_diff = INFINITY;
+    bool ok = max_diff <= atol;
+    passed = passed && ok;
+    std::printf("%s on executorch (XNNPACK): max |logit diff| %.3g <= tolerance %.3g? %s; labels %zu/%zu as expected "
+                "-> %s\n", app.name().c_str(), max_diff, atol, ok ? "yes" : "NO", same_labels, encoded.size(),
+                ok ? "PASS" : "FAIL");
+    std::printf("  tolerance: %s\n", (*golden)["tolerance"].as_string().c_str());
+  }
+  std::printf("self-test: %s\n", passed ? "PASS" : "FAIL");
+  return passed;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool json = false, all_cores = false;
+  bool json = false, all_cores = false, selftest = false;
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--json") json = true;
     else if (arg == "--all-cores") all_cores = true;
+    else if (arg == "--self-test") selftest = true;
     else positional.push_back(arg);
+  }
+  if (selftest) {
+    if (positional.empty()) {
+      std::fprintf(stderr, "usage: %s --self-test BUNDLE [MODEL ...]\n", argv[0]);
+      return 64;
+    }
+    std::unique_ptr<NoThreadPoolGuard> single_thread;
+    if (!all_cores) single_thread = std::make_unique<NoThreadPoolGuard>();
+    try {
+      return self_test(positional[0], std::vector<std::string>(positional.begin() + 1, positional.end())) ? 0 : 1;
+    } catch (const std::exception& err) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "classify_pte: error: %s\n", err.what());
+      return 2;
+    }
   }
   if (positional.size() < 2) {
     std::fprintf(stderr, "usage: %s [--json] [--all-cores] BUNDLE MODEL [TEXT ...]\n"
+                 "       %s --self-test BUNDLE [MODEL ...]\n"
                  "  MODEL: a .pte path, a path inside BUNDLE, or an artifact name from manifest.json\n"
-                 "  no TEXT: classify each line of stdin\n", argv[0]);
+                 "  no TEXT: classify each line of stdin\n", argv[0], argv[0]);
     return 64;
   }
   std::unique_ptr<NoThreadPoolGuard> single_thread;

@@ -29,8 +29,17 @@ class ArtifactSpec(
 /** One input ready to feed: [ints] for int32 inputs, [floats] for float32 ones. */
 class ModelInput(val spec: InputSpec, val ints: IntArray?, val floats: FloatArray?)
 
-/** manifest.json + labels.json of a bundle. */
-class BundleSpec(val labels: List<String>, val artifacts: List<ArtifactSpec>, val maskValue: Float) {
+/**
+ * manifest.json + labels.json of a bundle. [selfTestFile] / [selfTestSha256]: the manifest's "selftest" record (the
+ * golden inputs of SelfTest.kt), null for bundles exported without one.
+ */
+class BundleSpec(
+    val labels: List<String>,
+    val artifacts: List<ArtifactSpec>,
+    val maskValue: Float,
+    val selfTestFile: String? = null,
+    val selfTestSha256: String? = null
+) {
 
     /** The artifact called [name], or the first valid one of [format] when [name] is null. */
     fun artifact(name: String?, format: String): ArtifactSpec {
@@ -59,7 +68,9 @@ class BundleSpec(val labels: List<String>, val artifacts: List<ArtifactSpec>, va
                              record["delegate"] as String, record["valid"] == true, inputs,
                              record["sha256"] as? String)
             }
-            return BundleSpec(labels.map { it as String }, artifacts, maskValue)
+            val selfTest = manifest["selftest"] as? Map<String, Any?>
+            return BundleSpec(labels.map { it as String }, artifacts, maskValue, selfTest?.get("file") as? String,
+                              selfTest?.get("sha256") as? String)
         }
     }
 }

@@ -20,16 +20,42 @@ import java.nio.channels.FileChannel
 const val BUNDLE_ASSETS = "bundle"
 
 /**
- * Where a .tflite model runs. NNAPI hands the graph to the phone's driver (ops it lacks fall back to the plain CPU
- * kernels); XNNPACK is LiteRT's optimised CPU path; CPU is the plain reference kernels.
+ * Where a .tflite model runs. XNNPACK is LiteRT's optimised CPU path, the default (what the android-arm64 profile
+ * exports and checks for); CPU is the plain reference kernels. NNAPI is the LEGACY path (android-nnapi bundles): it
+ * hands the graph to the phone's NNAPI driver (ops it lacks fall back to the CPU kernels); NNAPI exists from Android
+ * 8.1 (API 27) and is deprecated since Android 15 (API 35), so it is used only when asked for.
  */
-enum class Backend { NNAPI, XNNPACK, CPU }
+enum class Backend { XNNPACK, CPU, NNAPI }
 
-/** The backend an artifact was exported and checked for (its manifest "delegate"). */
+/** First API level with NNAPI 1.1, and the one that deprecates NNAPI (Android 15). */
+const val NNAPI_MIN_API = 27
+const val NNAPI_DEPRECATED_API = 35
+
+/**
+ * The backend to use when none is asked for: XNNPACK on the CPU, also for an NNAPI bundle's full-int8 model (XNNPACK
+ * runs int8 models), so a phone without NNAPI works out of the box; plain CPU when the manifest says "cpu".
+ */
 fun defaultBackend(artifact: ArtifactSpec): Backend = when (artifact.delegate) {
-    "nnapi" -> Backend.NNAPI
     "cpu" -> Backend.CPU
     else -> Backend.XNNPACK
+}
+
+/**
+ * [asked] (an intent extra: XNNPACK, CPU or NNAPI) checked against the device's [apiLevel], else [defaultBackend].
+ * NNAPI below API 27 is refused; from API 35 on it still runs where the vendor keeps it, with a warning.
+ */
+fun chooseBackend(artifact: ArtifactSpec, asked: String?, apiLevel: Int, warn: (String) -> Unit): Backend {
+    val backend = if (asked != null) Backend.valueOf(asked) else defaultBackend(artifact)
+    if (backend == Backend.NNAPI) {
+        require(apiLevel >= NNAPI_MIN_API) { "NNAPI needs Android 8.1 (API $NNAPI_MIN_API); this device is API $apiLevel" }
+        if (apiLevel >= NNAPI_DEPRECATED_API) {
+            warn("NNAPI is deprecated since Android 15 (API $NNAPI_DEPRECATED_API): prefer XNNPACK (the default)")
+        }
+    } else if (artifact.delegate == "nnapi") {
+        warn("${artifact.name} was exported for the legacy NNAPI path; running it on $backend " +
+            "(--es backend NNAPI uses NNAPI on devices that still have it, API $NNAPI_MIN_API-${NNAPI_DEPRECATED_API - 1})")
+    }
+    return backend
 }
 
 /** One forward pass: tokenizer output in, one logit per label out. */

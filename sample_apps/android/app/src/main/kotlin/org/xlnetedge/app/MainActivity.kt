@@ -1,6 +1,7 @@
 package org.xlnetedge.app
 
 import android.app.Activity
+import android.os.Build
 import android.os.Bundle
 import android.os.SystemClock
 import android.widget.TextView
@@ -8,10 +9,14 @@ import org.xlnetedge.tokenizer.XLNetTokenizer
 
 /**
  * Minimal demo: tokenizes one sentence exactly like the host and prints the label and scores from the bundle's
- * default .tflite (on the backend its manifest names, e.g. NNAPI; override with
- * `adb shell am start -n org.xlnetedge.app/.MainActivity --es backend XNNPACK`, or CPU, NNAPI) and from its
- * default .pte when one is bundled. `--es model NAME` picks another artifact. A real app would run this off the
- * main thread.
+ * default .tflite (LiteRT with XNNPACK on the CPU, the default; override with
+ * `adb shell am start -n org.xlnetedge.app/.MainActivity --es backend CPU`, or NNAPI for the legacy path on devices
+ * that still use it, API 27-34) and from its default .pte (ExecuTorch, XNNPACK) when one is bundled.
+ * `--es model NAME` picks another artifact.
+ *
+ * At startup each model first passes the bundle's self-test (SelfTest.kt: selftest.json's golden texts must
+ * tokenize to the golden ids and give the expected logits within the tolerance shown); a model that fails it is
+ * not used. A real app would run this off the main thread.
  */
 class MainActivity : Activity() {
     override fun onCreate(savedInstanceState: Bundle?) {
@@ -26,11 +31,13 @@ class MainActivity : Activity() {
             val chosen = intent.getStringExtra("model")
             val artifacts = if (chosen != null) listOf(spec.artifact(chosen, "")) else
                 listOf("tflite", "pte").mapNotNull { f -> spec.artifacts.firstOrNull { it.format == f && it.valid } }
+            // Startup check: selftest.json (verified like a model) replayed through the tokenizer and each model.
+            val selfTest = SelfTestSpec.parse(verifiedModelFile(this, selfTestRecord(spec)).readText())
             for (artifact in artifacts) {
                 val model = verifiedModelFile(this, artifact)  // valid, inside the bundle, manifest's sha256
                 val classifier: Classifier = if (artifact.format == "tflite") {
-                    val asked = intent.getStringExtra("backend")  // adb: --es backend XNNPACK
-                    val backend = if (asked != null) Backend.valueOf(asked) else defaultBackend(artifact)
+                    val asked = intent.getStringExtra("backend")  // adb: --es backend CPU (or NNAPI, legacy)
+                    val backend = chooseBackend(artifact, asked, Build.VERSION.SDK_INT) { lines += "note: $it" }
                     lines += "${artifact.name} on LiteRT/$backend"
                     LiteRtClassifier(model, artifact, spec.maskValue, backend, spec.labels.size)
                 } else {
@@ -38,6 +45,14 @@ class MainActivity : Activity() {
                     ExecuTorchClassifier(model, artifact, spec.maskValue)
                 }
                 classifier.use {
+                    val check = runSelfTest(selfTest, tokenizer, listOf(artifact)) { _, inputs ->
+                        inputs.map { input -> it.logits(input) }
+                    }
+                    lines += check.lines.map { line -> "  $line" }
+                    if (!check.passed) {
+                        lines += "  ${artifact.name} failed its self-test: not used (re-export or re-copy the bundle)"
+                        return@use
+                    }
                     it.logits(input)  // warm-up: delegates set themselves up on the first run
                     val started = SystemClock.elapsedRealtimeNanos()
                     val logits = it.logits(input)
