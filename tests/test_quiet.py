@@ -25,14 +25,14 @@ SCRIPT = textwrap.dedent("""
         os.write(2, b"C++ absl line on fd 2\\n")
         libc = ctypes.CDLL(None); libc.puts(b"C stdio line on fd 1"); libc.fflush(None)
         from tqdm import tqdm
-        for _ in tqdm(range(3), desc="progress bar"):
-            pass
+        exec("for _ in tqdm(range(3), desc='progress bar'): pass", {"__name__": "toolkit.stage", "tqdm": tqdm})
         import toolkit.emulate
         toolkit.emulate._log("toolkit stderr line")
+        exec("for _ in tqdm(range(2), desc='library bar'): pass", {"__name__": "library", "tqdm": tqdm})
     print("after the block")
 """)
 NOISE = ["library FutureWarning", "library logging line", "library print line", "C++ absl line on fd 2",
-         "C stdio line on fd 1"]  # fmt: skip
+         "C stdio line on fd 1", "library bar"]  # fmt: skip
 OURS = ["toolkit stage line", "progress bar", "[emulator] toolkit stderr line", "after the block"]
 
 

@@ -427,8 +427,19 @@ def distill(
             cached_teacher_logits(teacher, encoder, train, fingerprint, settings.teacher_precision)
         )
     logits_seconds = round(time.time() - logits_started, 1)
+    teacher_accuracy = None
+    if accelerator.is_main_process:
+        teacher_dev = predict_logits(
+            teacher, encoder, dev.texts, dev.pairs, desc="teacher dev", precision=settings.teacher_precision
+        )
+        teacher_accuracy = accuracy(teacher_dev, dev.labels)
+    teacher_accuracy = _from_main(accelerator, teacher_accuracy)
     student, init_record = init_from_teacher(teacher, config, vocab_map)
     matcher = HiddenMatcher(config.d_model, teacher.config.d_model, config.n_layer) if settings.hidden_weight else None
+    teacher_config = teacher.config
+    if matcher is None:  # the teacher's weights are not needed any more: give their memory back before training
+        del teacher
+        release_memory()
     params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     lengths = [len(ids) for ids in encoder.text_ids(train.texts)]
@@ -446,7 +457,7 @@ def distill(
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)  # = len(bucketed_batches(...)) for any seed
     total = steps_per_epoch * settings.epochs
     scheduler = warmup_linear_schedule(optimizer, total, settings.warmup_ratio)
-    teacher_layers = spread_layers(teacher.config.n_layer, config.n_layer)
+    teacher_layers = spread_layers(teacher_config.n_layer, config.n_layer)
 
     state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "stale": 0, "history": []}
     checkpoint_path = out_dir / CHECKPOINT
@@ -549,18 +560,11 @@ def distill(
             break
     progress.close()
 
-    teacher_accuracy = None
-    if accelerator.is_main_process:
-        teacher_dev = predict_logits(
-            teacher, encoder, dev.texts, dev.pairs, desc="teacher dev", precision=settings.teacher_precision
-        )
-        teacher_accuracy = accuracy(teacher_dev, dev.labels)
-    teacher_accuracy = _from_main(accelerator, teacher_accuracy)
     report = {
         "profile": profile.name,
         "teacher": str(teacher_dir),
         "teacher_parameters": teacher_params,
-        "teacher_shape": {"n_layer": teacher.config.n_layer, "d_model": teacher.config.d_model},
+        "teacher_shape": {"n_layer": teacher_config.n_layer, "d_model": teacher_config.d_model},
         "teacher_bytes_fp32": teacher_params * 4,
         # Seconds for the training texts' teacher logits in this run (near 0 when the cache already had them).
         "teacher_logits": {
@@ -578,7 +582,7 @@ def distill(
         "shape": asdict(config),
         "predicted": asdict(cost),
         "vocab": {
-            "teacher": teacher.config.vocab_size,
+            "teacher": teacher_config.vocab_size,
             "student": len(vocab_map.kept_ids),
             "min_count": settings.vocab_min_count,
             "train_token_coverage": vocabulary_coverage(encoder, vocab_map, train),
@@ -603,6 +607,18 @@ def distill(
         atomic_write_json(out_dir / REPORT, report)
     accelerator.wait_for_everyone()  # every process returns once the student and the report are on disk
     return DistillResult(out_dir, report)
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise: RSS stays high)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _silent(*_args, **_kwargs) -> None:

@@ -27,7 +27,7 @@ from toolkit import __version__
 from toolkit.checks import EXACT_FLOAT_RECIPES, compare_logits, gate_against_student, pack_correct
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
-from toolkit.distill import CostPrediction, DistillSettings, distill
+from toolkit.distill import CostPrediction, DistillSettings, distill, release_memory
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_json, sha256_file
 from toolkit.labels import LabelMatch, match_labels
@@ -571,6 +571,7 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
 
     started = timed(2, names[1])
     student_dir = stage_distill(plan, spec, teacher_dir, work, log)
+    release_memory()  # the teacher's memory goes back to the OS before the exporters need theirs
     stages["distill"] = {"seconds": round(time.time() - started, 1)}
 
     timed(3, names[2])

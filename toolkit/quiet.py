@@ -6,9 +6,9 @@ lines, torchao's "Failed to load ..._C_mxfp8...so", the LiteRT converter's ``[ST
 one log file whose path is printed once:
 
 * C++ code writes straight to file descriptors 1 and 2, so both are pointed at the log file (``os.dup2``);
-* ``sys.stdout`` / ``sys.stderr`` become :class:`_Router` objects: a write made by the toolkit's own code or by tqdm
-  (the progress bars) goes to the original terminal, any other (``warnings``, ``logging``, third-party ``print``,
-  ``rich`` consoles of other libraries) to the log;
+* ``sys.stdout`` / ``sys.stderr`` become :class:`_Router` objects: a write made by the toolkit's own code or by a
+  tqdm progress bar the toolkit drives goes to the original terminal, any other (``warnings``, ``logging``,
+  third-party ``print``, ``rich`` consoles and tqdm bars of other libraries) to the log;
 * the toolkit's rich console is pointed at a duplicate of the original stdout.
 
 Errors the user must act on are printed by the toolkit's console and so stay on the terminal; on leaving the block
@@ -28,8 +28,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-# Modules whose writes to sys.stdout / sys.stderr are the toolkit's own console output.
-TERMINAL_MODULES = ("toolkit", "tqdm")
 # Progress bars update this often (s) when the terminal is not a TTY (CI logs, pipes), unless TQDM_MININTERVAL is set.
 PIPED_PROGRESS_INTERVAL_S = "10"
 
@@ -43,8 +41,17 @@ class _Router(io.TextIOBase):
         self._terminal = terminal
 
     def _target(self, depth: int = 2) -> io.TextIOBase:
-        module = sys._getframe(depth).f_globals.get("__name__", "") or ""
-        return self._terminal if module.split(".")[0] in TERMINAL_MODULES else self._log
+        """The terminal for the toolkit's own writes and its progress bars (a tqdm bar drawn from toolkit code, or
+        by tqdm's monitor thread); the log for everything else, other libraries' bars included."""
+        frame = sys._getframe(depth)
+        module = _module(frame)
+        if module == "toolkit":
+            return self._terminal
+        if module != "tqdm":
+            return self._log
+        while frame is not None and _module(frame) == "tqdm":
+            frame = frame.f_back
+        return self._terminal if frame is None or _module(frame) in ("toolkit", "threading") else self._log
 
     def write(self, text: str) -> int:
         return self._target().write(text)
@@ -81,6 +88,11 @@ class _Router(io.TextIOBase):
     @property
     def errors(self) -> str:  # type: ignore[override]
         return "replace"
+
+
+def _module(frame) -> str:
+    """The top-level package of the code running in ``frame``."""
+    return (frame.f_globals.get("__name__") or "").split(".")[0]
 
 
 def _real_descriptors() -> bool:
