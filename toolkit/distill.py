@@ -434,6 +434,9 @@ def distill(
         )
         teacher_accuracy = accuracy(teacher_dev, dev.labels)
     teacher_accuracy = _from_main(accelerator, teacher_accuracy)
+    # Reseed: the student's init and dropout must depend on the seed alone, not on whether the teacher logits came
+    # from the cache (computing them builds a model, which draws from the global generator).
+    torch.manual_seed(settings.seed)
     student, init_record = init_from_teacher(teacher, config, vocab_map)
     matcher = HiddenMatcher(config.d_model, teacher.config.d_model, config.n_layer) if settings.hidden_weight else None
     teacher_config = teacher.config
