@@ -167,8 +167,11 @@ def test_console_table_is_complete_in_80_columns(bundle, tmp_path):
     table = lines[[i for i, line in enumerate(lines) if line.startswith("model ")][0]:]
     assert all(len(line) <= 80 for line in table), result.output
     assert "…" not in result.output
-    for name in ("student (fp32, eager)", "pte-fp32", "tflite-dynamic-int8", "macro-F1", "confusion of pte-fp32"):
+    for name in ("student (fp32, eager)", "pte-fp32", "tflite-dynamic-int8", "macro-F1", "confusion of student"):
         assert name in result.output, result.output
+    same = next((line for line in lines if line.startswith("same confusion as the fp32 student:")), "")
+    for name in ("pte-fp32", "tflite-dynamic-int8"):  # its own matrix, or named as equal to the student's
+        assert f"confusion of {name}" in result.output or name in same, result.output
     row = next(line for line in table if line.startswith("tflite-dynamic-int8 "))
     assert "ai-edge-litert" in row and len(row.split()) == 5
 

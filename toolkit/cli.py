@@ -358,11 +358,14 @@ def _evaluation_table(result) -> None:
     for line in result.not_evaluated:
         console.print(f"not evaluated: {line}", highlight=False, markup=False)
     if len(result.labels) <= 8:
+        same = [r.name for r in result.artifacts if r.confusion == result.student.confusion]
         for r in [result.student, *result.artifacts]:
-            if r.confusion:
+            if r.confusion and (r is result.student or r.name not in same):
                 print_table(console, ["true \\ predicted", *result.labels],
                             [[name, *counts] for name, counts in zip(result.labels, r.confusion)],
                             right=tuple(range(1, len(result.labels) + 1)), title=f"confusion of {r.name}")
+        if same:
+            console.print(f"same confusion as the fp32 student: {', '.join(same)}", highlight=False, markup=False)
     else:
         console.print(f"confusion matrices ({len(result.labels)} labels): --json", highlight=False, markup=False)
 

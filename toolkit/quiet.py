@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 # Progress bars update this often (s) when the terminal is not a TTY (CI logs, pipes), unless TQDM_MININTERVAL is set.
-PIPED_PROGRESS_INTERVAL_S = "10"
+PIPED_PROGRESS_INTERVAL_S = "30"
 
 
 class _Router(io.TextIOBase):
