@@ -129,10 +129,9 @@ def pte_contestant(student: XLNetStudent, recipe: str, folder: Path, calibration
     path = folder / f"student-{recipe}.pte"
     started = time.perf_counter()
     artifact = Artifact(format="pte", recipe=recipe, runtime="executorch", delegate="xnnpack")
-    record = export_pte(student, artifact, path, calibration if "static" in recipe else None)
-    delegation = record.details["delegation"]
+    delegation = export_pte(student, artifact, path, calibration if "static" in recipe else None)["delegation"]
     print(
-        f"  exported {path.name} in {time.perf_counter() - started:.0f} s: {record.bytes / 1e6:.2f} MB, "
+        f"  exported {path.name} in {time.perf_counter() - started:.0f} s: {path.stat().st_size / 1e6:.2f} MB, "
         f"{delegation['partitions']} XNNPACK calls, {delegation['delegated_nodes']} ops delegated "
         f"({delegation['delegated_linears']} linears), portable: {delegation['portable_ops']}"
     )
@@ -180,14 +179,15 @@ def tflite_contestant(student: XLNetStudent, recipe: str, folder: Path, calibrat
 
     path = folder / f"student-{recipe}.tflite"
     artifact = Artifact(format="tflite", recipe=recipe, runtime="ai-edge-litert", delegate="xnnpack")
-    result = export_tflite(student, artifact, path, calibration if recipe == "full-int8" else None)
+    export_tflite(student, artifact, path, calibration if recipe == "full-int8" else None)
     key, names = signature_names(path.read_bytes())
     runner = Interpreter(model_path=str(path), num_threads=1).get_signature_runner(key)
 
     def infer(sample: list[np.ndarray]) -> np.ndarray:
         return next(iter(runner(**dict(zip(names, sample))).values())).reshape(1, -1)
 
-    return Contestant(f".tflite {recipe} (LiteRT)", infer, result.bytes, "ai-edge-litert", is_int8_program=recipe != "fp32")
+    return Contestant(f".tflite {recipe} (LiteRT)", infer, path.stat().st_size, "ai-edge-litert",
+                      is_int8_program=recipe != "fp32")
 
 
 def contestants(args, student: XLNetStudent, folder: Path, calibration: list[np.ndarray]) -> list[Contestant]:

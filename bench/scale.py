@@ -7,7 +7,8 @@ files, default ``LABEL_0``/``LABEL_1`` names: what a fine-tuned checkpoint looks
     toolkit export --target PROFILE --teacher T --out OUT --overwrite
 
 runs as a subprocess on the bundled 20,000-text SST-2 sample, with the emulator. Measured: whole wall time, peak
-RSS of the process (``getrusage(RUSAGE_CHILDREN).ru_maxrss``, the largest single process), the teacher-logits time
+RSS (sampled with psutil every 0.5 s: the largest single process, with its command and the moment it peaked, and the
+whole process tree's sum), the teacher-logits time
 and texts/s (from the distillation report), and every stage's seconds (from the manifest). The teacher-logits cache
 is emptied first so the logits are really computed. Writes the ``scale`` section of BENCHMARKS.md.
 
@@ -19,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,17 +56,58 @@ def write_teacher(shape: str, folder: Path) -> Path:
     return folder
 
 
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process tree: the largest single process (which one, when) and the tree's sum."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.started = pid, interval, time.time()
+        self.peak_single = (0, "", 0.0)  # bytes, command, seconds after start
+        self.peak_tree = (0, 0.0)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self.stopped.wait(self.interval):
+            try:
+                processes = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return
+            total, now = 0, time.time() - self.started
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss
+                    if rss > self.peak_single[0]:
+                        self.peak_single = (rss, " ".join(process.cmdline()[:4])[:120], now)
+                except psutil.Error:
+                    continue
+                total += rss
+            if total > self.peak_tree[0]:
+                self.peak_tree = (total, now)
+
+
 def run_export(teacher: Path, target: str, out: Path, log_path: Path) -> dict:
-    """The export as a subprocess: wall seconds, peak RSS, exit code."""
+    """The export as a subprocess: wall seconds, peak RSS (largest process and whole tree), exit code."""
     shutil.rmtree(cache_dir("teacher-logits"), ignore_errors=True)  # compute the logits for real
     command = [str(PROJECT_ROOT / ".venv" / "bin" / "toolkit"), "export", "--target", target, "--teacher",
                str(teacher), "--out", str(out), "--overwrite"]
     started = time.time()
     with open(log_path, "w") as log:
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+        sampler = RssSampler(process.pid)
+        sampler.start()
+        code = process.wait()
+        sampler.stopped.set()
     wall = time.time() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far (runs go in order)
-    return {"exit": code, "wall_s": wall, "peak_rss_gb": peak_kb / 1e6, "command": " ".join(command[1:])}
+    single, command_at_peak, single_at = sampler.peak_single
+    return {"exit": code, "wall_s": wall, "peak_rss_gb": single / 1e9, "peak_process": command_at_peak,
+            "peak_at_s": single_at, "peak_tree_gb": sampler.peak_tree[0] / 1e9, "peak_tree_at_s": sampler.peak_tree[1],
+            "command": " ".join(command[1:])}
 
 
 def main() -> None:
@@ -115,7 +157,7 @@ def render(results: dict, target: str) -> str:
         f"Machine: {machine_line()}. Reproduce: `python bench/scale.py`.",
         "",
         "| teacher | params | safetensors MB | teacher logits: s (texts/s) | distill s (incl. logits) | "
-        "export + host checks s | emulator s | whole export | peak RSS | target | student | valid artifacts |",
+        "export + host checks s | emulator s | whole export | peak RSS (when) | target | student | valid artifacts |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for shape, r in results.items():
@@ -130,11 +172,24 @@ def render(results: dict, target: str) -> str:
             f"| xlnet-{shape} ({SHAPES[shape]['n_layer']} × {SHAPES[shape]['d_model']}) | "
             f"{r['teacher_parameters'] / 1e6:.0f} M | {r['teacher_mb']:.0f} | {r['logits_s']:.0f} "
             f"({r['texts_per_s']:.0f}) | {st['distill']:.0f} | {st['export'] + st['host_checks']:.0f} | "
-            f"{st['emulator']:.0f} | **{r['wall_s'] / 60:.1f} min** | **{r['peak_rss_gb']:.2f} GB** | {target_text}: "
+            f"{st['emulator']:.0f} | **{r['wall_s'] / 60:.1f} min** | **{r['peak_rss_gb']:.2f} GB** "
+            f"({_stage_at(r.get('peak_at_s'), st)}) | {target_text}: "
             f"{'met' if met else 'MISSED'} | {r['student']} ({r['student_parameters'] / 1e6:.2f} M) | "
             f"{r['valid']}/{r['artifacts']} |"
         )
     return "\n".join(lines)
+
+
+def _stage_at(seconds: float | None, stages: dict) -> str:
+    """The stage running ``seconds`` after the start (stage durations in the manifest's order)."""
+    if seconds is None:
+        return "?"
+    elapsed = 0.0
+    for name in ("teacher", "distill", "export", "host_checks", "emulator", "bundle"):
+        elapsed += stages.get(name, 0.0)
+        if seconds <= elapsed:
+            return f"{name}, {seconds:.0f} s in"
+    return f"{seconds:.0f} s in"
 
 
 if __name__ == "__main__":

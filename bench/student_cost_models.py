@@ -64,17 +64,13 @@ def random_inputs(config: StudentConfig, count: int, seed: int = 0) -> list[np.n
 
 
 def export(config: StudentConfig, artifact, folder: Path) -> Path:
-    from toolkit.export_pte import export_pte
-    from toolkit.export_tflite import export_tflite
+    from toolkit.registry import get_backend
 
     torch.manual_seed(0)
     student = XLNetStudent(config).eval()
     calibration = random_inputs(config, 32, seed=1)
     path = folder / f"{artifact.name}.{artifact.format}"
-    if artifact.format == "pte":
-        export_pte(student, artifact, path, calibration if "static" in artifact.recipe else None)
-    else:
-        export_tflite(student, artifact, path, calibration)
+    get_backend(artifact.format).export(student, artifact, path, calibration)
     return path
 
 

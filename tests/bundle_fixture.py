@@ -24,11 +24,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from toolkit.export_pte import export_pte
-from toolkit.export_tflite import export_tflite
 from toolkit.files import PROJECT_ROOT, atomic_write_json
 from toolkit.manifest import specs_json
 from toolkit.profiles import Artifact, load_profile
+from toolkit.registry import get_backend
 from toolkit.selftest import build_selftest, write_selftest
 from toolkit.student import FixedLengthClassifier, StudentConfig, XLNetStudent, input_specs, model_inputs, output_specs
 from toolkit.tokenizer import VocabMap, XLNetTextEncoder, build_xlnet_tokenizer, collect_used_ids
@@ -115,10 +114,7 @@ def build_tiny_bundle(out_dir: Path | str, mask_input: MaskInput = "attention_ma
     records = []
     for artifact in artifacts:
         path = bundle / "models" / f"{artifact.name}.{artifact.format}"
-        if artifact.format == "pte":
-            export_pte(student, artifact, path)
-        else:
-            export_tflite(student, artifact, path, calibration=None)
+        get_backend(artifact.format).export(student, artifact, path, None)
         records.append({
             "name": artifact.name, "file": str(path.relative_to(bundle)), "format": artifact.format,
             "recipe": artifact.recipe, "runtime": artifact.runtime, "delegate": artifact.delegate,

@@ -228,7 +228,8 @@ def test_interrupted_teacher_logits_resume_where_they_stopped(tmp_path, monkeypa
     calls["n"] = 0
     monkeypatch.setattr(teacher_mod, "fast_equivalent", lambda m: Interrupting(limit=-1))
     resumed = predict_logits(model, encoder, texts, max_tokens=256, cache=cache)
-    batches = len(teacher_mod.length_batches([len(i) + 2 for i in encoder.text_ids(texts)], 256))
+    lengths = [teacher_mod.padded_length(len(i) + 2) for i in encoder.text_ids(texts)]
+    batches = len(teacher_mod.length_batches(lengths, 256))
     assert calls["n"] == batches - 3  # only the batches the first run had not finished
     np.testing.assert_allclose(resumed, expected, atol=1e-6)
     assert cache.is_file() and not cache.with_name("logits.progress.json").exists()

@@ -9,20 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.checks import ToleranceError
-from toolkit.export_pte import (
-    PTE_RECIPES,
-    PteExportError,
-    PteToleranceError,
-    export_and_check_pte,
-    export_pte,
-    host_check_pte,
-    run_pte,
-)
+from toolkit.export_pte import PteExportError, export_pte, run_pte
+from toolkit.manifest import ArtifactRecord
+from toolkit.pipeline import host_check
 from toolkit.profiles import Artifact, Tolerances
+from toolkit.registry import recipe_names
 from toolkit.student import StudentConfig, XLNetStudent, eager_logits, model_inputs
 
 CONFIG = StudentConfig(vocab_size=200, d_model=32, n_layer=1, n_head=2, d_inner=64, num_labels=3, seq_len=16)
+PTE_RECIPES = recipe_names("pte")
 N_LINEARS = CONFIG.n_layer * 7 + 2  # q k v r o + 2 feed-forward per layer, summary, logits_proj
 TOLERANCES = Tolerances(
     max_accuracy_drop_points=1.5,
@@ -85,20 +80,15 @@ def check_inputs() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def exported(student, check_inputs, tmp_path_factory) -> dict:
-    """recipe -> (record, path), every recipe exported once; calibrated on a set disjoint from the check set.
-
-    fp32 goes through export_and_check_pte (the gated path); the int8 ones through export_pte (record not valid yet).
-    """
+    """recipe -> (record, path), every recipe exported once (records not checked yet: the pipeline checks them);
+    calibrated on a set disjoint from the check set."""
     folder = tmp_path_factory.mktemp("pte")
     calibration = encoded_inputs(8, seed=2)  # few samples: the histogram observers are slow
-    labels = eager_logits(student, check_inputs).argmax(1)
-    out = {"fp32": (
-        export_and_check_pte(student, pte_artifact("fp32"), folder / "fp32.pte", check_inputs, labels, TOLERANCES),
-        folder / "fp32.pte",
-    )}
-    for recipe in PTE_RECIPES[1:]:
+    out = {}
+    for recipe in PTE_RECIPES:
         path = folder / f"{recipe}.pte"
-        out[recipe] = (export_pte(student, pte_artifact(recipe), path, calibration), path)
+        details = export_pte(student, pte_artifact(recipe), path, calibration)
+        out[recipe] = (ArtifactRecord.for_file(pte_artifact(recipe), path, folder, CONFIG, details), path)
     return out
 
 
@@ -116,9 +106,11 @@ def test_int8_pte_agrees_with_eager_student(exported, student, check_inputs, rec
     assert np.bincount(reference.argmax(1), minlength=3).min() >= 5, "every class must occur, or agreement is trivial"
     spread = reference.max() - reference.min()
     agreement = (logits.argmax(1) == reference.argmax(1)).mean()
-    assert agreement >= 0.85  # random inputs put some samples near a class boundary; real data does better
-    # Loose: int8 error stays a small share of the logit range (a broken lowering gives errors of the range's size).
-    assert np.abs(logits - reference).max() <= 0.15 * spread
+    int4 = recipe == "8da4w"  # 4-bit weights: ~16x the weight rounding error of int8 on this tiny random student
+    # Random inputs put some samples near a class boundary; real data does better. A broken lowering agrees on
+    # about a third of the samples (3 classes) with errors of the range's size.
+    assert agreement >= (0.75 if int4 else 0.85)
+    assert np.abs(logits - reference).max() <= (0.3 if int4 else 0.15) * spread
     # Not trivially equal to float: the program really is quantized.
     assert np.abs(logits - reference).max() > 1e-5
 
@@ -127,7 +119,7 @@ def test_int8_pte_agrees_with_eager_student(exported, student, check_inputs, rec
 def test_record_describes_program_and_delegation(exported, recipe):
     record, path = exported[recipe]
     assert record.name == f"pte-{recipe}" and record.recipe == recipe
-    assert record.valid == (recipe == "fp32"), "only the checked fp32 export may be marked valid"
+    assert record.valid is False, "an export alone is never valid: the host check decides"
     assert record.bytes == path.stat().st_size and len(record.sha256) == 64
     assert [i["name"] for i in record.inputs] == ["input_ids", "attention_mask"]
     assert record.outputs == [{"name": "logits", "dtype": "float32", "shape": [1, CONFIG.num_labels]}]
@@ -165,24 +157,29 @@ def test_unknown_recipe_and_missing_calibration_are_refused(student, tmp_path):
 
 
 def test_host_check_fails_on_a_perturbed_reference(exported, student, check_inputs):
-    path = exported["int8-dynamic"][1]
-    passed = host_check_pte(path, student, check_inputs, None, TOLERANCES, is_float=False)
-    assert passed.passed, passed.summary()
+    record, path = exported["int8-dynamic"]
     reference = eager_logits(student, check_inputs)
+    labels = reference.argmax(1)
+    agreement_only = TOLERANCES.model_copy(update={"max_accuracy_drop_points": 100})  # random inputs: no accuracy
+    passed = host_check(record, path, check_inputs, labels, reference, agreement_only)
+    assert passed["passed"], passed["failures"]
     flipped = reference.copy()
     flipped[:, [0, 1]] = reference[:, [1, 0]] + 0.0  # swap two classes: most argmaxes change
-    failed = host_check_pte(path, student, check_inputs, None, TOLERANCES, is_float=False, reference=flipped)
-    assert not failed.passed and "argmax agreement" in failed.failures[0]
+    failed = host_check(record, path, check_inputs, labels, flipped, agreement_only)
+    assert not failed["passed"] and any("argmax agreement" in f for f in failed["failures"])
 
 
-def test_export_and_check_refuses_an_artifact_over_tolerance(exported, student, check_inputs, tmp_path):
-    valid = exported["fp32"][0]  # the same export under the real tolerance (fixture) is valid
-    assert valid.valid and valid.checks[0]["passed"] and valid.checks[0]["accuracy"] == 1.0
+def test_host_check_holds_fp32_to_the_float_bound(exported, student, check_inputs):
+    record, path = exported["fp32"]
+    reference = eager_logits(student, check_inputs)
+    labels = reference.argmax(1)
+    valid = host_check(record, path, check_inputs, labels, reference, TOLERANCES)
+    assert valid["passed"] and valid["accuracy"] == 1.0
     too_strict = TOLERANCES.model_copy(update={"fp32_max_abs_logit_diff": 1e-12})
-    labels = eager_logits(student, check_inputs).argmax(1)
-    with pytest.raises(ToleranceError) as err:
-        export_and_check_pte(student, pte_artifact("fp32"), tmp_path / "fp32.pte", check_inputs, labels, too_strict)
-    assert isinstance(err.value, PteToleranceError)
-    record = err.value.record
-    assert record.valid is False and record.checks and record.checks[0]["passed"] is False
-    assert "max |logit diff|" in record.checks[0]["failures"][0]
+    failed = host_check(record, path, check_inputs, labels, reference, too_strict)
+    assert failed["passed"] is False and "max |logit diff|" in failed["failures"][0]
+    # an int8 recipe is not held to the float bound (its compute is integer)
+    int8_record, int8_path = exported["int8-dynamic"]
+    int8_check = host_check(int8_record, int8_path, check_inputs, labels, reference,
+                            too_strict.model_copy(update={"max_accuracy_drop_points": 100}))
+    assert int8_check["passed"], int8_check["failures"]

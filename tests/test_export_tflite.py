@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.checks import ToleranceError
 from toolkit.export_tflite import (
     TfliteExportError,
     check_graph,
@@ -15,6 +14,8 @@ from toolkit.export_tflite import (
     read_model,
     run_tflite,
 )
+from toolkit.manifest import ArtifactRecord
+from toolkit.pipeline import host_check
 from toolkit.profiles import Artifact, Tolerances
 from toolkit.student import StudentConfig, XLNetStudent, eager_logits, model_inputs
 from toolkit.tflite_runtime_env import TfliteRuntimeError, require_loadable_by_tflite_runtime
@@ -60,15 +61,17 @@ def artifact(recipe: str, runtime: str = "ai-edge-litert", delegate: str = "xnnp
     return Artifact(format="tflite", recipe=recipe, runtime=runtime, delegate=delegate)
 
 
-@pytest.mark.parametrize("recipe", ["fp32", "fp16-weights", "weight-only-int8", "dynamic-int8", "full-int8"])
+@pytest.mark.parametrize("recipe", ["fp32", "fp16-weights", "weight-only-int8", "dynamic-int8", "dynamic-int4",
+                                    "full-int8"])
 def test_recipe_converts_runs_and_matches_eager(recipe, student, data, tmp_path):
-    result = export_tflite(student, artifact(recipe), tmp_path / f"{recipe}.tflite", data["calibration"])
-    assert result.path.is_file() and result.bytes == result.path.stat().st_size
-    ops = list_operators(result.path)
+    path = tmp_path / f"{recipe}.tflite"
+    details = export_tflite(student, artifact(recipe), path, data["calibration"])
+    assert path.is_file() and details["recipe"] == recipe and sum(details["operators"].values()) > 0
+    ops = list_operators(path)
     dtypes = {t for op in ops for t in (*op.input_types, *op.output_types)}
     assert "INT64" not in dtypes and not any(op.name.startswith(("STABLEHLO_", "CUSTOM")) for op in ops)
     reference = eager_logits(student, data["check"])
-    logits = run_tflite(result.path, data["check"])
+    logits = run_tflite(path, data["check"])
     if recipe == "fp32":
         assert np.abs(logits - reference).max() <= 1e-4
     elif recipe == "full-int8":
@@ -93,23 +96,21 @@ def test_nnapi_lowering_is_the_same_function(data, tmp_path):
     names = {op.name for op in list_operators(path)}
     assert "BATCH_MATMUL" not in names and {"GATHER", "L2_NORMALIZATION"} <= names
     assert np.abs(run_tflite(path, inputs) - eager_logits(friendly, inputs)).max() <= 1e-4
+    assert friendly.gather_rows is None, "the variants are chosen on a copy: the caller's student is untouched"
+    assert not any(getattr(m, "per_head_linear", False) for m in friendly.modules())
 
 
-def test_tolerance_failure_fails_the_export(student, data, tmp_path):
+def test_host_check_gates_on_the_profile_tolerances(student, data, tmp_path):
+    path = tmp_path / "fp32.tflite"
+    record = ArtifactRecord.for_file(artifact("fp32"), path, tmp_path, student.config,
+                                     export_tflite(student, artifact("fp32"), path, None))
+    reference = eager_logits(student, data["check"])
+    labels = reference.argmax(1)
+    passed = host_check(record, path, data["check"], labels, reference, LOOSE)
+    assert passed["passed"] and passed["max_abs_logit_diff"] <= 1e-4
     impossible = LOOSE.model_copy(update={"fp32_max_abs_logit_diff": 1e-12})
-    out = tmp_path / "fp32.tflite"
-    with pytest.raises(ToleranceError, match="max \\|logit diff\\|"):
-        export_tflite(
-            student, artifact("fp32"), out, None, check_inputs=data["check"], tolerances=impossible
-        )
-    assert not out.exists() and not list(tmp_path.iterdir())  # nothing shipped, no partial file left
-
-
-def test_passing_check_marks_valid(student, data, tmp_path):
-    result = export_tflite(
-        student, artifact("fp32"), tmp_path / "fp32.tflite", None, check_inputs=data["check"], tolerances=LOOSE
-    )
-    assert result.valid and result.checks[0].passed and result.checks[0].max_abs_logit_diff <= 1e-4
+    failed = host_check(record, path, data["check"], labels, reference, impossible)
+    assert not failed["passed"] and "max |logit diff|" in failed["failures"][0]
 
 
 def test_int64_and_stablehlo_are_refused():
@@ -133,8 +134,11 @@ def test_int64_and_stablehlo_are_refused():
 
 @pytest.mark.parametrize("recipe,reason", [("dynamic-int8", "silently wrong"), ("full-int8", "crashes")])
 def test_recipes_2_14_runs_wrongly_are_refused_for_tflite_runtime(recipe, reason, student, tmp_path):
-    with pytest.raises(TfliteExportError, match=reason):
-        export_tflite(student, artifact(recipe, "tflite-runtime"), tmp_path / "m.tflite", None)
+    with pytest.raises(ValueError, match=reason):  # the profile refuses it (targets/rules/runtimes-delegates.yaml)
+        artifact(recipe, "tflite-runtime")
+    unchecked = Artifact.model_construct(format="tflite", recipe=recipe, runtime="tflite-runtime", delegate="xnnpack")
+    with pytest.raises(TfliteExportError, match=reason):  # and so does the exporter, for a hand-built artifact
+        export_tflite(student, unchecked, tmp_path / "m.tflite", None)
     assert not (tmp_path / "m.tflite").exists()
 
 
@@ -157,11 +161,13 @@ def test_op_version_unknown_to_tflite_runtime_is_caught(student, tmp_path):
 @pytest.mark.parametrize("recipe", ["fp32", "weight-only-int8"])
 def test_tflite_runtime_214_verifies_its_own_outputs(recipe, student, data, tmp_path):
     tolerances = LOOSE.model_copy(update={"min_argmax_agreement": 0.9})
-    result = export_tflite(
-        student, artifact(recipe, "tflite-runtime"), tmp_path / f"{recipe}.tflite", data["calibration"],
-        check_inputs=data["check"], tolerances=tolerances,
-    )
-    assert result.valid and result.checks[0].name.startswith("host tflite-runtime")
-    old = run_tflite(result.path, data["check"], "tflite-runtime")
-    new = run_tflite(result.path, data["check"], "ai-edge-litert")
+    path = tmp_path / f"{recipe}.tflite"
+    record = ArtifactRecord.for_file(artifact(recipe, "tflite-runtime"), path, tmp_path, student.config,
+                                     export_tflite(student, artifact(recipe, "tflite-runtime"), path,
+                                                   data["calibration"]))
+    reference = eager_logits(student, data["check"])
+    check = host_check(record, path, data["check"], reference.argmax(1), reference, tolerances)
+    assert check["passed"] and check["name"].startswith("host tflite-runtime")
+    old = run_tflite(path, data["check"], "tflite-runtime")
+    new = run_tflite(path, data["check"], "ai-edge-litert")
     assert np.abs(old - new).max() <= (1e-5 if recipe == "fp32" else 0.05)

@@ -40,12 +40,6 @@ class CheckResult:
         )
 
 
-# Artifacts held to ``fp32_max_abs_logit_diff`` against the eager student: numerically the same fp32 model.
-EXACT_FLOAT_RECIPES = frozenset({"fp32"})
-# Artifacts whose arithmetic is float (weights may be stored in fp16/int8): emulator vs host uses the float bound.
-FLOAT_COMPUTE_RECIPES = frozenset({"fp32", "fp16-weights", "weight-only-int8"})
-
-
 class ToleranceError(ToolkitError, RuntimeError):
     """An artifact did not meet its profile's tolerances; the message says what differed."""
 
@@ -140,10 +134,3 @@ def _with_verdict(result: CheckResult, failures: list[str]) -> CheckResult:
     result.failures = failures
     result.passed = not failures
     return result
-
-
-def require_passed(results: list[CheckResult]) -> None:
-    """Raise :class:`ToleranceError` naming every failed check."""
-    failed = [r for r in results if not r.passed]
-    if failed:
-        raise ToleranceError("tolerances not met:\n" + "\n".join("  " + r.summary() for r in failed))

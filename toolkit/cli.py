@@ -138,13 +138,15 @@ def teacher_train(
     pair_column: str = PairColumn,
     label_column: str = LabelColumn,
     skip_bad_rows: bool = SkipBadRows,
+    verbose: bool = Verbose,
 ) -> None:
     """Fine-tune an XLNet classifier from random initialisation (no pretrained weights can be downloaded here)."""
     from toolkit.teacher import TeacherRecipe, train_teacher
 
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
     recipe = TeacherRecipe(n_layer=layers, d_model=d_model, d_inner=4 * d_model, epochs=epochs, seed=seed)
-    card = train_teacher(train, dev, out, recipe)
+    with quiet_output(console, Path(f"{out}.log"), verbose):  # beside the folder: save_pretrained replaces it
+        card = train_teacher(train, dev, out, recipe)
     console.print(f"teacher saved to {out}: dev accuracy {card['dev_accuracy']:.4f} in {card['train_seconds']} s")
 
 
@@ -184,6 +186,7 @@ def distill(
     pair_column: str = PairColumn,
     label_column: str = LabelColumn,
     skip_bad_rows: bool = SkipBadRows,
+    verbose: bool = Verbose,
 ) -> None:
     """Distil an XLNet teacher into a shallow student sized for a target profile."""
     from toolkit.distill import DistillSettings, distill as run_distill
@@ -195,10 +198,11 @@ def distill(
     if teacher is None and not _single_process():
         _fail("several processes would each train the stand-in teacher: pass --teacher (e.g. one made by "
               "`toolkit teacher train --out T`) when distilling on several processes")
-    result = run_distill(
-        teacher or demo_teacher(train, dev, log=console.print), train, dev, profile, out, settings,
-        n_layer=layers, d_model=d_model, max_param_ratio=max_param_ratio, resume=resume, log=console.print,
-    )
+    with quiet_output(console, out / "toolkit.log", verbose, announce=_is_main_process()):
+        result = run_distill(
+            teacher or demo_teacher(train, dev, log=console.print), train, dev, profile, out, settings,
+            n_layer=layers, d_model=d_model, max_param_ratio=max_param_ratio, resume=resume, log=console.print,
+        )
     r = result.report
     if _is_main_process():
         console.print(

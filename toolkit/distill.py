@@ -36,7 +36,14 @@ from toolkit.files import atomic_path, atomic_write_json, cache_dir, sha256_file
 from toolkit.labels import head_names, match_labels
 from toolkit.profiles import Profile
 from toolkit.student import StudentConfig, XLNetStudent, hf_layer_state, save_student
-from toolkit.teacher import accuracy, load_teacher, predict_logits, resolve_precision, warmup_linear_schedule
+from toolkit.teacher import (
+    accuracy,
+    inference_copy,
+    load_teacher,
+    predict_logits,
+    resolve_precision,
+    warmup_linear_schedule,
+)
 from toolkit.tokenizer import VocabMap, XLNetTextEncoder, collect_used_ids
 
 CHECKPOINT = "checkpoint.pt"
@@ -422,18 +429,26 @@ def distill(
 
     fingerprint = _fingerprint(_teacher_fingerprint(teacher_dir), train.fingerprint())
     logits_started = time.time()
+    # The logits run on the teacher's fast copy alone: transformers' model is dropped meanwhile (its fp32 weights
+    # are the largest thing in memory) and loaded again afterwards for the student's init.
+    fast_teacher = inference_copy(teacher, settings.teacher_precision)
+    del teacher
+    release_memory()
     with accelerator.main_process_first():  # the main process computes and caches; the others then load the cache
         soft_targets = torch.from_numpy(
-            cached_teacher_logits(teacher, encoder, train, fingerprint, settings.teacher_precision)
+            cached_teacher_logits(fast_teacher, encoder, train, fingerprint, settings.teacher_precision)
         )
     logits_seconds = round(time.time() - logits_started, 1)
     teacher_accuracy = None
     if accelerator.is_main_process:
         teacher_dev = predict_logits(
-            teacher, encoder, dev.texts, dev.pairs, desc="teacher dev", precision=settings.teacher_precision
+            fast_teacher, encoder, dev.texts, dev.pairs, desc="teacher dev", precision=settings.teacher_precision
         )
         teacher_accuracy = accuracy(teacher_dev, dev.labels)
     teacher_accuracy = _from_main(accelerator, teacher_accuracy)
+    del fast_teacher
+    release_memory()
+    teacher, _ = load_teacher(teacher_dir)
     # Reseed: the student's init and dropout must depend on the seed alone, not on whether the teacher logits came
     # from the cache (computing them builds a model, which draws from the global generator).
     torch.manual_seed(settings.seed)

@@ -4,7 +4,7 @@ The flow (ExecuTorch 1.5.1, see /work/shared/notes/export-facts.md):
 
     torch.export  ->  [quantize]  ->  to_edge_transform_and_lower(XNNPACK)  ->  to_executorch  ->  .pte
 
-Recipes (``Artifact.recipe`` for ``format: pte``):
+Recipes (``Artifact.recipe`` for ``format: pte``), each registered with ``@register_recipe`` below:
 
 * ``fp32``: no quantization.
 * ``int8-dynamic``: int8 per-channel weights and int8 activations quantized at run time on every ``nn.Linear``
@@ -12,6 +12,8 @@ Recipes (``Artifact.recipe`` for ``format: pte``):
 * ``int8-static``: int8 per-channel weights and int8 activations with ranges fixed by calibrating on real inputs
   (PT2E ``XNNPACKQuantizer`` static config): linears, adds and muls run in int8; attention matmuls, softmax, GELU and
   LayerNorm stay float between dequantize/quantize pairs.
+* ``8da4w``: int8 dynamic activations and int4 weights (in groups of 128/64/32 that tile every row, else per
+  channel) on every ``nn.Linear``, via torchao, as optimum-executorch's ``8da4w`` recipe; XNNPACK runs it.
 * ``int8-static-embedding``: ``int8-static`` plus the word-embedding table stored as uint8 rows (per-row scale),
   looked up by ExecuTorch's quantized ``embedding_byte`` kernel. Shrinks the file by ~3/4 of the table size.
 
@@ -32,24 +34,17 @@ import inspect
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from toolkit.checks import EXACT_FLOAT_RECIPES, CheckResult, ToleranceError, compare_logits, gate_against_student
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_bytes
-from toolkit.manifest import ArtifactRecord
-from toolkit.profiles import Artifact, Tolerances
-from toolkit.student import (
-    FixedLengthClassifier,
-    XLNetStudent,
-    eager_logits,
-    example_inputs,
-    input_specs,
-)
+from toolkit.profiles import Artifact
+from toolkit.registry import Backend, get_recipe, recipe_names, register_backend, register_recipe
+from toolkit.student import FixedLengthClassifier, XLNetStudent, example_inputs
 
 
 # Graph nodes that are bookkeeping, not kernels: left out of the "runs on portable kernels" count.
@@ -58,14 +53,6 @@ _NOT_KERNELS = {"executorch_call_delegate", "getitem", "alloc"}
 
 class PteExportError(ToolkitError, RuntimeError):
     """The .pte could not be built as asked (bad recipe, missing calibration data, ...)."""
-
-
-class PteToleranceError(ToleranceError):
-    """A .pte failed its host check. ``record`` is the (invalid) artifact record, for the manifest."""
-
-    def __init__(self, message: str, record: ArtifactRecord) -> None:
-        super().__init__(message)
-        self.record = record
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -80,6 +67,7 @@ class Prepared:
     program: torch.export.ExportedProgram
     quantization: dict
     fuse_quantized_ops: bool = False  # the quantized embedding needs ExecuTorch's quant-fusion pass
+    dynamic_quant: bool = False  # dynamically quantized linears: lowered by XNNPACK's dynamic-quant partitioner first
 
 
 def _xnnpack_quantizer(dynamic: bool):
@@ -149,7 +137,9 @@ class _Int64IndexEmbedding(nn.Module):
         return self.embedding(input_ids.to(torch.int64))
 
 
+@register_recipe("pte", "fp32", compute="float", exact=True)
 def _prepare_fp32(module, example, calibration) -> Prepared:
+    """No quantization: the float32 program."""
     return Prepared(torch.export.export(module, example), {"scheme": "none (float32)"})
 
 
@@ -161,19 +151,25 @@ DYNAMIC_DETAILS = {
 }
 
 
+@register_recipe("pte", "int8-dynamic", compute="int8")
 def _prepare_int8_dynamic(module, example, calibration) -> Prepared:
+    """int8 weights per channel, int8 activations quantized at run time, on every nn.Linear (PT2E)."""
     # Dynamic ranges are computed at run time: observers need one pass only to be placed, no real data.
     program = _pt2e_quantize(module, example, _xnnpack_quantizer(dynamic=True), [example])
-    return Prepared(program, dict(DYNAMIC_DETAILS))
+    return Prepared(program, dict(DYNAMIC_DETAILS), dynamic_quant=True)
 
 
+@register_recipe("pte", "int8-static", compute="int8", calibrates=True)
 def _prepare_int8_static(module, example, calibration) -> Prepared:
+    """int8 weights and activations with ranges calibrated on training samples (PT2E, XNNPACK)."""
     samples = _calibration_samples(calibration, len(example))
     program = _pt2e_quantize(module, example, _xnnpack_quantizer(dynamic=False), samples)
     return Prepared(program, _static_details(len(calibration[0])))
 
 
+@register_recipe("pte", "int8-static-embedding", compute="int8", calibrates=True)
 def _prepare_int8_static_embedding(module, example, calibration) -> Prepared:
+    """int8-static plus a uint8 embedding table (per-row scale, ExecuTorch's embedding_byte kernel)."""
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
     from torchao.quantization.pt2e.quantizer.embedding_quantizer import EmbeddingQuantizer
 
@@ -187,6 +183,7 @@ def _prepare_int8_static_embedding(module, example, calibration) -> Prepared:
     return Prepared(program, details, fuse_quantized_ops=True)
 
 
+@register_recipe("pte", "int8-dynamic-embedding", compute="int8")
 def _prepare_int8_dynamic_embedding(module, example, calibration) -> Prepared:
     """int8-dynamic linears plus a uint8 embedding table: the embedding is most of a small student's bytes."""
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
@@ -198,7 +195,27 @@ def _prepare_int8_dynamic_embedding(module, example, calibration) -> Prepared:
     program = _pt2e_quantize(module, example, quantizer, [example])
     details = dict(DYNAMIC_DETAILS)
     details["embedding"] = "uint8 per row (asymmetric), quantized_decomposed::embedding_byte on portable kernels"
-    return Prepared(program, details, fuse_quantized_ops=True)
+    return Prepared(program, details, fuse_quantized_ops=True, dynamic_quant=True)
+
+
+@register_recipe("pte", "8da4w", compute="int8")
+def _prepare_8da4w(module, example, calibration) -> Prepared:
+    """int8 dynamic activations, int4 weights in groups on every nn.Linear (torchao; optimum-executorch's 8da4w)."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    module = copy.deepcopy(module)
+    widths = {m.in_features for m in module.modules() if isinstance(m, nn.Linear)}
+    group = next((g for g in (128, 64, 32) if all(w % g == 0 for w in widths)), None)  # groups must tile every row
+    granularity = PerGroup(group) if group else PerAxis(0)
+    quantize_(module, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=granularity))
+    details = {
+        "scheme": "int8 dynamic activations, int4 weights (torchao Int8DynamicActivationIntxWeightConfig: 8da4w)",
+        "weights": f"int4 symmetric, {f'groups of {group}' if group else 'per output channel'}",
+        "activations": "int8 asymmetric per token, range computed at run time",
+        "quantized": "nn.Linear",
+    }
+    return Prepared(torch.export.export(module, example), details, dynamic_quant=True)
 
 
 def _static_details(calibration_samples: int) -> dict:
@@ -211,23 +228,13 @@ def _static_details(calibration_samples: int) -> dict:
     }
 
 
-RECIPES: dict[str, Callable[..., Prepared]] = {
-    "fp32": _prepare_fp32,
-    "int8-dynamic": _prepare_int8_dynamic,
-    "int8-dynamic-embedding": _prepare_int8_dynamic_embedding,
-    "int8-static": _prepare_int8_static,
-    "int8-static-embedding": _prepare_int8_static_embedding,
-}
-PTE_RECIPES = tuple(RECIPES)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Lowering and export
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _partitioners(recipe: str) -> list:
-    """XNNPACK partitioners for a recipe.
+def _partitioners(prepared: Prepared) -> list:
+    """XNNPACK partitioners for a prepared program.
 
     Dynamic int8 needs a dynamic-quant pass FIRST: with the plain partitioner alone, the shared quantize chain of
     q/k/v (one activation, three linears) makes partitions with dependency cycles ("Invalid partition, found
@@ -238,7 +245,7 @@ def _partitioners(recipe: str) -> list:
         XnnpackPartitioner,
     )
 
-    if recipe.startswith("int8-dynamic"):
+    if prepared.dynamic_quant:
         return [XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()]
     return [XnnpackPartitioner()]
 
@@ -267,44 +274,39 @@ def delegation_summary(edge_program, final_program) -> dict:
     }
 
 
+def _prepare(recipe: str, module: nn.Module, example, calibration) -> Prepared:
+    if recipe not in recipe_names("pte"):
+        raise PteExportError(f"unknown .pte recipe '{recipe}'; choose one of {recipe_names('pte')}")
+    return get_recipe("pte", recipe).build(module, example, calibration)
+
+
+def _lower_and_write(prepared: Prepared, out_path: Path) -> dict:
+    """XNNPACK lowering, the ExecuTorch program written atomically; returns the delegation summary."""
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+
+    edge = to_edge_transform_and_lower(prepared.program, partitioner=_partitioners(prepared))
+    program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=prepared.fuse_quantized_ops))
+    atomic_write_bytes(Path(out_path), program.buffer)
+    return delegation_summary(edge.exported_program(), program.exported_program())
+
+
 def export_pte(
-    student: XLNetStudent,
-    artifact: Artifact,
-    out_path: Path,
-    calibration: list[np.ndarray] | None = None,
-    bundle_dir: Path | None = None,
-) -> ArtifactRecord:
+    student: XLNetStudent, artifact: Artifact, out_path: Path, calibration: list[np.ndarray] | None = None
+) -> dict:
     """Export ``FixedLengthClassifier(student)`` with the artifact's recipe to ``out_path`` (written atomically).
 
     ``calibration``: the ``model_inputs`` arrays ([N, L] each) of real training texts, for the static recipes.
-    Returns the artifact's record, NOT yet valid: run :func:`host_check_pte` (or use :func:`export_and_check_pte`).
-    ``bundle_dir`` (default: the file's folder) is what the record's ``file`` path is relative to.
+    Returns the details the manifest records (quantization, where each op runs); checking is the pipeline's job.
     """
-    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
-
     if artifact.format != "pte":
         raise PteExportError(f"export_pte builds .pte files; artifact {artifact.name} is a {artifact.format}")
-    if artifact.recipe not in RECIPES:
-        raise PteExportError(f"unknown .pte recipe '{artifact.recipe}'; choose one of {list(RECIPES)}")
     if artifact.delegate != "xnnpack":
         raise PteExportError(f".pte artifacts are lowered to XNNPACK; artifact asks for delegate '{artifact.delegate}'")
-
     config = student.config
-    module = FixedLengthClassifier(student).eval()
     example = example_inputs(config)
-    prepared = RECIPES[artifact.recipe](module, example, calibration)
-
-    edge = to_edge_transform_and_lower(prepared.program, partitioner=_partitioners(artifact.recipe))
-    program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=prepared.fuse_quantized_ops))
-    out_path = Path(out_path)
-    atomic_write_bytes(out_path, program.buffer)
-
-    details = {
-        "sequence_length": config.seq_len,
-        "quantization": prepared.quantization,
-        "delegation": delegation_summary(edge.exported_program(), program.exported_program()),
-    }
-    return ArtifactRecord.for_file(artifact, out_path, Path(bundle_dir or out_path.parent), config, details)
+    prepared = _prepare(artifact.recipe, FixedLengthClassifier(student).eval(), example, calibration)
+    delegation = _lower_and_write(prepared, out_path)
+    return {"sequence_length": config.seq_len, "quantization": prepared.quantization, "delegation": delegation}
 
 
 def export_module_pte(
@@ -317,19 +319,13 @@ def export_module_pte(
     """Any ``module`` (e.g. the reference CNNs bench/latency_calibration.py rebuilds) through the same recipes and
     XNNPACK lowering as :func:`export_pte`; the ``-embedding`` recipes need the student and are refused here.
     Returns the delegation summary."""
-    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
-
-    if recipe not in RECIPES or recipe.endswith("-embedding"):
-        raise PteExportError(f"recipe '{recipe}' cannot export a generic module; choose fp32, int8-dynamic or int8-static")
-    prepared = RECIPES[recipe](module.eval(), example, calibration)
-    edge = to_edge_transform_and_lower(prepared.program, partitioner=_partitioners(recipe))
-    program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=prepared.fuse_quantized_ops))
-    atomic_write_bytes(Path(out_path), program.buffer)
-    return delegation_summary(edge.exported_program(), program.exported_program())
+    if recipe.endswith("-embedding"):
+        raise PteExportError(f"recipe '{recipe}' needs the student's embedding; it cannot export a generic module")
+    return _lower_and_write(_prepare(recipe, module.eval(), example, calibration), out_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Running a .pte on the host, and checking it against the eager student
+# Running a .pte on the host
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -365,44 +361,27 @@ def run_pte(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def host_check_pte(
-    path: Path,
-    student: XLNetStudent,
-    inputs: list[np.ndarray],
-    labels: np.ndarray | None,
-    tolerances: Tolerances,
-    is_float: bool,
-    reference: np.ndarray | None = None,
-) -> CheckResult:
-    """Run the WHOLE set through the .pte and gate it against the fp32 eager student (or a given ``reference``)."""
-    expected = len(input_specs(student.config))
-    if len(inputs) != expected:
-        raise ValueError(f"the program takes {expected} inputs, got {len(inputs)} arrays")
-    if reference is None:
-        reference = eager_logits(student, inputs)
-    result = compare_logits(f"host:{Path(path).name}", reference, run_pte(path, inputs), labels)
-    return gate_against_student(result, tolerances, is_float)
+@register_backend
+class ExecuTorchBackend(Backend):
+    """``.pte`` programs lowered to XNNPACK, run by ExecuTorch (Python bindings on the host, the C++ runner on the
+    emulated device and as its host reference)."""
 
+    format = "pte"
+    suffix = "pte"
+    runtimes = ("executorch",)
 
-def export_and_check_pte(
-    student: XLNetStudent,
-    artifact: Artifact,
-    out_path: Path,
-    check_inputs: list[np.ndarray],
-    labels: np.ndarray | None,
-    tolerances: Tolerances,
-    calibration: list[np.ndarray] | None = None,
-    bundle_dir: Path | None = None,
-) -> ArtifactRecord:
-    """Export, host-check on ``check_inputs``, and return a record marked valid only if the check passed.
+    def export(self, student, artifact, path, calibration):
+        return export_pte(student, artifact, path, calibration)
 
-    On failure raises :class:`PteToleranceError` carrying the invalid record (the caller writes it to the
-    manifest with ``valid: false`` and exits non-zero). The .pte file stays on disk for inspection.
-    """
-    record = export_pte(student, artifact, out_path, calibration, bundle_dir)
-    check = host_check_pte(out_path, student, check_inputs, labels, tolerances, artifact.recipe in EXACT_FLOAT_RECIPES)
-    record.checks.append(check.to_json())
-    if not check.passed:
-        raise PteToleranceError(f"{artifact.name} is not valid: {check.summary()}", record)
-    record.valid = True
-    return record
+    def run_on_host(self, path, inputs, runtime):
+        return run_pte(path, inputs)
+
+    def run_host_build(self, path, inputs, runtime):
+        from toolkit.pte_runner import run_pte_with_runner
+
+        return run_pte_with_runner(path, inputs)
+
+    def run_emulated(self, device, artifact, path, inputs, **options):
+        from toolkit.emulate import run_pte_emulated
+
+        return run_pte_emulated(device, path, inputs, **options)

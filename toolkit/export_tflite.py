@@ -15,40 +15,19 @@ Flow of :func:`export_tflite`:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from toolkit.checks import (
-    EXACT_FLOAT_RECIPES,
-    CheckResult,
-    ToleranceError,
-    compare_logits,
-    gate_against_student,
-    require_passed,
-)
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path
-from toolkit.profiles import Artifact, Tolerances
-from toolkit.student import (
-    CentredL2Norm,
-    FixedLengthClassifier,
-    RelativeAttention,
-    XLNetStudent,
-    eager_logits,
-    example_inputs,
-)
-
-RECIPES_WRONG_ON_TFLITE_RUNTIME_214 = {
-    "dynamic-int8": "tflite-runtime 2.14 runs ai-edge-quantizer's dynamic-range int8 models with silently wrong "
-    "results; use weight-only-int8 for this runtime",
-    "full-int8": "tflite-runtime 2.14's aarch64 build crashes (SIGSEGV, with and without XNNPACK) on "
-    "ai-edge-quantizer's full-integer models, as the emulated Cortex-A72/A76 showed (the x86 build loads them); "
-    "use weight-only-int8 for this runtime",
-}
+from toolkit.profiles import Artifact
+from toolkit.registry import Backend, get_recipe, recipe_names, register_backend, register_recipe
+from toolkit.rules import artifact_problems
+from toolkit.student import FixedLengthClassifier, XLNetStudent, example_inputs
+from toolkit.tflite_graph import enum_names, list_operators, operator_histogram, read_model, schema
 
 
 class TfliteExportError(ToolkitError, RuntimeError):
@@ -117,19 +96,14 @@ def _register_lowerings() -> None:
 
 
 def tflite_module(student: XLNetStudent, nnapi: bool) -> FixedLengthClassifier:
-    """The module to convert: a copy of the student, with the NNAPI lowering switched on when asked.
+    """The module to convert: a copy of the student, with the op variants the NNAPI delegate accepts when asked.
 
-    The NNAPI lowering computes the same function (see tests) with ops the NNAPI delegate accepts.
+    The NNAPI variants compute the same function (see tests) with ops the NNAPI delegate accepts.
     """
-    student = copy.deepcopy(student).eval()
     if nnapi:
-        student.gather_rows = tfl_gather_rows
-        for module in student.modules():
-            if isinstance(module, RelativeAttention):
-                module.per_head_linear = True
-            if isinstance(module, CentredL2Norm):
-                module.l2_normalize = tfl_l2_normalization
-    return FixedLengthClassifier(student)
+        return FixedLengthClassifier(student.with_op_variants(
+            per_head_linear=True, l2_normalize=tfl_l2_normalization, gather_rows=tfl_gather_rows))
+    return FixedLengthClassifier(copy.deepcopy(student).eval())  # conversion never touches the caller's student
 
 
 def convert_fp32(student: XLNetStudent, nnapi: bool = False) -> bytes:
@@ -148,29 +122,70 @@ def convert_fp32(student: XLNetStudent, nnapi: bool = False) -> bytes:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _quantization_recipe(recipe: str):
-    from ai_edge_quantizer import qtyping, recipe_manager
+# Each recipe returns the ai-edge-quantizer recipe it applies (None: the float model as converted).
+
+
+@register_recipe("tflite", "fp32", compute="float", exact=True)
+def _fp32():
+    """No quantization: the float32 model as converted."""
+    return None
+
+
+@register_recipe("tflite", "dynamic-int8", compute="int8")
+def _dynamic_int8():
+    """int8 weights, activations quantized at run time (ai-edge-quantizer dynamic_wi8_afp32)."""
     from ai_edge_quantizer import recipe as aeq_recipe
+
+    return aeq_recipe.dynamic_wi8_afp32()
+
+
+@register_recipe("tflite", "weight-only-int8", compute="float")
+def _weight_only_int8():
+    """int8 weights, float compute (weights dequantized at load/run time; runs on tflite-runtime 2.14 too)."""
+    from ai_edge_quantizer import recipe as aeq_recipe
+
+    return aeq_recipe.weight_only_wi8_afp32()
+
+
+@register_recipe("tflite", "dynamic-int4", compute="int8")
+def _dynamic_int4():
+    """int4 weights per channel, activations quantized to int8 at run time (ai-edge-quantizer dynamic_wi4_afp32)."""
+    from ai_edge_quantizer import recipe as aeq_recipe
+
+    return aeq_recipe.dynamic_wi4_afp32()
+
+
+@register_recipe("tflite", "fp16-weights", compute="float")
+def _fp16_weights():
+    """fp16 weights, float32 compute."""
+    from ai_edge_quantizer import qtyping, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-    every_op = qtyping.TFLOperationName.ALL_SUPPORTED
-    if recipe == "dynamic-int8":
-        return aeq_recipe.dynamic_wi8_afp32()
-    if recipe == "weight-only-int8":
-        return aeq_recipe.weight_only_wi8_afp32()
     manager = recipe_manager.RecipeManager()
-    if recipe == "fp16-weights":
-        manager.add_weight_only_config(
-            regex=".*", operation_name=every_op, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING
-        )
-    elif recipe == "full-int8":
-        manager.add_static_config(regex=".*", operation_name=every_op, activation_num_bits=8, weight_num_bits=8)
-        # Keep the model's interface float/int32 (mask bias in, logits out): QUANTIZE/DEQUANTIZE go inside.
-        for io in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-            manager.add_quantization_config(regex=".*", operation_name=io, algorithm_key=AlgorithmName.NO_QUANTIZE)
-    else:
-        raise ValueError(f"no ai-edge-quantizer recipe for '{recipe}'")
+    manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                   algorithm_key=AlgorithmName.FLOAT_CASTING)
     return manager.get_quantization_recipe()
+
+
+@register_recipe("tflite", "full-int8", compute="int8", calibrates=True)
+def _full_int8():
+    """int8 weights and activations with ranges calibrated on training samples; float interface (NNAPI runs it)."""
+    from ai_edge_quantizer import qtyping, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    manager = recipe_manager.RecipeManager()
+    manager.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                              activation_num_bits=8, weight_num_bits=8)
+    # Keep the model's interface float/int32 (mask bias in, logits out): QUANTIZE/DEQUANTIZE go inside.
+    for io in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+        manager.add_quantization_config(regex=".*", operation_name=io, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return manager.get_quantization_recipe()
+
+
+def _quantization_recipe(recipe: str):
+    if recipe not in recipe_names("tflite"):
+        raise ValueError(f"no ai-edge-quantizer recipe for '{recipe}'; choose one of {recipe_names('tflite')}")
+    return get_recipe("tflite", recipe).build()
 
 
 def signature_names(model: bytes) -> tuple[str, list[str]]:
@@ -213,11 +228,11 @@ def calibrate(model: bytes, recipe, calibration: list[np.ndarray]) -> dict:
 
 def quantize(model: bytes, recipe: str, calibration: list[np.ndarray] | None = None) -> bytes:
     """Apply a tflite recipe. ``calibration``: model_inputs arrays [N, L] of real samples (needed by full-int8)."""
-    if recipe == "fp32":
+    quantization_recipe = _quantization_recipe(recipe)
+    if quantization_recipe is None:
         return model
     from ai_edge_quantizer import quantizer
 
-    quantization_recipe = _quantization_recipe(recipe)
     qt = quantizer.Quantizer(model)
     qt.load_quantization_recipe(quantization_recipe)
     ranges = None
@@ -236,71 +251,10 @@ def quantize(model: bytes, recipe: str, calibration: list[np.ndarray] | None = N
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OperatorInfo:
-    """One node of the graph: builtin name (or CUSTOM:name), op version, input/output dtypes."""
-
-    name: str
-    version: int
-    input_types: tuple[str | None, ...]
-    output_types: tuple[str, ...]
-
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def read_model(model: bytes | Path | str):
-    """The flatbuffer as ai-edge-litert's object API (``ModelT``)."""
-    data = Path(model).read_bytes() if isinstance(model, (str, Path)) else model
-    return _schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
-
-
-def _enum_names(enum_class) -> dict[int, str]:
-    return {value: name for name, value in vars(enum_class).items() if not name.startswith("_")}
-
-
-def operator_code_name(model, opcode_index: int) -> tuple[str, int]:
-    """(op name, version) of an operator code; builtin codes above 127 live in ``builtinCode`` only."""
-    schema = _schema()
-    code = model.operatorCodes[opcode_index]
-    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-    name = _enum_names(schema.BuiltinOperator)[builtin]
-    if name == "CUSTOM":
-        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-        name = f"CUSTOM:{custom}"
-    return name, code.version
-
-
-def list_operators(model: bytes | Path | str) -> list[OperatorInfo]:
-    """Every node of the main subgraph in execution order."""
-    parsed = read_model(model)
-    types = _enum_names(_schema().TensorType)
-    graph = parsed.subgraphs[0]
-    out = []
-    for op in graph.operators:
-        name, version = operator_code_name(parsed, op.opcodeIndex)
-        inputs = tuple(types[graph.tensors[i].type] if i >= 0 else None for i in op.inputs)
-        outputs = tuple(types[graph.tensors[i].type] for i in op.outputs)
-        out.append(OperatorInfo(name, version, inputs, outputs))
-    return out
-
-
-def operator_histogram(model: bytes | Path | str) -> dict[str, int]:
-    """``{"FULLY_CONNECTED v5": 12, ...}`` for the manifest."""
-    counts: dict[str, int] = {}
-    for op in list_operators(model):
-        key = f"{op.name} v{op.version}"
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items()))
-
-
 def check_graph(model: bytes | Path | str) -> None:
     """Refuse what no target runtime here can run: int64 tensors, STABLEHLO_* ops, custom ops."""
     parsed = read_model(model)
-    types = _enum_names(_schema().TensorType)
+    types = enum_names(schema().TensorType)
     problems = []
     for index, subgraph in enumerate(parsed.subgraphs):
         wide = [t.name.decode() for t in subgraph.tensors if types[t.type] in ("INT64", "UINT64")]
@@ -317,7 +271,7 @@ def check_graph(model: bytes | Path | str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Running and checking
+# Running
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -341,116 +295,66 @@ def run_tflite(path: Path | str, inputs: list[np.ndarray], runtime: str = "ai-ed
     return np.stack(outputs).astype(np.float32)
 
 
-def host_check_tflite(
-    path: Path | str,
-    student: XLNetStudent,
-    inputs: list[np.ndarray],
-    labels: np.ndarray | None,
-    tolerances: Tolerances,
-    is_float: bool,
-    runtime: str = "ai-edge-litert",
-) -> CheckResult:
-    """The artifact on the host runtime vs the fp32 eager student, gated by the profile's tolerances."""
-    reference = eager_logits(student, inputs)
-    candidate = run_tflite(path, inputs, runtime)
-    result = compare_logits(f"host {runtime} vs eager fp32", reference, candidate, labels)
-    return gate_against_student(result, tolerances, is_float)
-
-
-@dataclass
-class TfliteExport:
-    """What :func:`export_tflite` produced; ``details`` goes into the manifest's ArtifactRecord."""
-
-    path: Path
-    artifact: Artifact
-    bytes: int
-    operators: dict[str, int]
-    checks: list[CheckResult] = field(default_factory=list)
-    nnapi: dict | None = None
-    valid: bool = False
-
-    @property
-    def details(self) -> dict:
-        details = {"recipe": self.artifact.recipe, "operators": self.operators}
-        if self.nnapi is not None:
-            details["nnapi_coverage"] = self.nnapi
-        return details
-
-    def to_json(self) -> dict:
-        return {
-            "path": str(self.path),
-            "artifact": self.artifact.model_dump(),
-            "bytes": self.bytes,
-            "details": self.details,
-            "checks": [c.to_json() for c in self.checks],
-            "valid": self.valid,
-        }
-
-
-def refuse_for_runtime(artifact: Artifact) -> None:
-    """Recipes a runtime is known to run wrongly are refused before anything is converted."""
-    if artifact.runtime == "tflite-runtime" and artifact.recipe in RECIPES_WRONG_ON_TFLITE_RUNTIME_214:
-        raise TfliteExportError(
-            f"{artifact.name} for tflite-runtime: {RECIPES_WRONG_ON_TFLITE_RUNTIME_214[artifact.recipe]}"
-        )
-
-
 def export_tflite(
     student: XLNetStudent,
     artifact: Artifact,
     out_path: Path | str,
     calibration: list[np.ndarray] | None,
     *,
-    check_inputs: list[np.ndarray] | None = None,
-    labels: np.ndarray | None = None,
-    tolerances: Tolerances | None = None,
     android_api_level: int = 30,
-) -> TfliteExport:
-    """Convert, quantize, verify for the artifact's runtime, and (with ``tolerances``) gate; then write atomically.
-
-    With ``tolerances`` and ``check_inputs`` the host check runs on the temporary file and a failure raises
-    :class:`ToleranceError` before anything reaches ``out_path``; without them the export is written with
-    ``valid=False`` for a later validation stage to decide.
-    """
+) -> dict:
+    """Convert, quantize and verify for the artifact's runtime, then write atomically; returns the details the
+    manifest records (recipe, operators, NNAPI coverage). Checking against the student is the pipeline's job."""
     if artifact.format != "tflite":
         raise ValueError(f"{artifact.name} is not a tflite artifact")
-    refuse_for_runtime(artifact)
+    problems = artifact_problems(artifact.format, artifact.recipe, artifact.runtime, artifact.delegate)
+    if problems:  # an Artifact built without validation (model_construct) must not slip through
+        raise TfliteExportError(f"{artifact.name}: " + "; ".join(problems))
     nnapi = artifact.delegate == "nnapi"
     model = quantize(convert_fp32(student, nnapi=nnapi), artifact.recipe, calibration)
     check_graph(model)
-    coverage = None
+    details = {"recipe": artifact.recipe, "operators": operator_histogram(model)}
     if nnapi:
         from toolkit.nnapi import analyse_coverage
 
-        coverage = analyse_coverage(model, android_api_level=android_api_level).summary()
-
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
+        details["nnapi_coverage"] = analyse_coverage(model, android_api_level=android_api_level).summary()
+    with atomic_path(Path(out_path)) as tmp:
         tmp.write_bytes(model)
         if artifact.runtime == "tflite-runtime":
             from toolkit.tflite_runtime_env import require_loadable_by_tflite_runtime
 
-            require_loadable_by_tflite_runtime(tmp)
-        result = TfliteExport(out_path, artifact, len(model), operator_histogram(model), nnapi=coverage)
-        if tolerances is not None and check_inputs is not None:
-            check = host_check_tflite(
-                tmp, student, check_inputs, labels, tolerances, artifact.recipe in EXACT_FLOAT_RECIPES, artifact.runtime
-            )
-            result.checks.append(check)
-            require_passed(result.checks)  # raises ToleranceError: the temporary file is removed, nothing ships
-            result.valid = True
-    return result
+            require_loadable_by_tflite_runtime(tmp)  # raises: the temporary file is removed, nothing ships
+    return details
+
+
+@register_backend
+class LiteRTBackend(Backend):
+    """``.tflite`` models converted by litert-torch and quantized by ai-edge-quantizer, run by ai-edge-litert or
+    tflite-runtime 2.14 (the same package on the host and, built for aarch64, on the emulated device)."""
+
+    format = "tflite"
+    suffix = "tflite"
+    runtimes = ("ai-edge-litert", "tflite-runtime")
+
+    def export(self, student, artifact, path, calibration):
+        return export_tflite(student, artifact, path, calibration)
+
+    def run_on_host(self, path, inputs, runtime):
+        return run_tflite(path, inputs, runtime)
+
+    def run_emulated(self, device, artifact, path, inputs, **options):
+        from toolkit.emulate import run_tflite_emulated
+        from toolkit.rules import emulated_delegate
+
+        delegate = emulated_delegate(artifact["delegate"])
+        return run_tflite_emulated(device, artifact["runtime"], path, inputs, delegate=delegate, **options)
 
 
 __all__ = [
-    "OperatorInfo",
-    "TfliteExport",
     "TfliteExportError",
-    "ToleranceError",
     "check_graph",
     "convert_fp32",
     "export_tflite",
-    "host_check_tflite",
     "list_operators",
     "operator_histogram",
     "quantize",

@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 
+from toolkit.tflite_graph import enum_names, operator_code_name, read_model, schema
+
 # Android API levels of the NNAPI feature levels (nnapi_delegate_kernel.h).
 NNAPI_1_0, NNAPI_1_1, NNAPI_1_2, NNAPI_1_3 = 27, 28, 29, 30
 DEFAULT_MAX_DELEGATED_PARTITIONS = 3
@@ -71,10 +73,8 @@ class Graph:
 
 def load_graph(model: bytes | Path | str) -> Graph:
     """The main subgraph of a flatbuffer as plain data (via ai-edge-litert's schema bindings)."""
-    from toolkit.export_tflite import _enum_names, _schema, operator_code_name, read_model
-
     parsed = read_model(model)
-    types = _enum_names(_schema().TensorType)
+    types = enum_names(schema().TensorType)
     graph = parsed.subgraphs[0]
     tensors = []
     for t in graph.tensors:

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from toolkit import __version__
-from toolkit.checks import EXACT_FLOAT_RECIPES, compare_logits, gate_against_student, pack_correct
+from toolkit.checks import compare_logits, gate_against_student, pack_correct
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
 from toolkit.distill import CostPrediction, DistillSettings, distill, release_memory
@@ -32,13 +32,15 @@ from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_json, sha256_file
 from toolkit.labels import LabelMatch, match_labels
 from toolkit.manifest import ArtifactRecord, specs_json
-from toolkit.profiles import Artifact, Profile
+from toolkit.profiles import Artifact, Profile, Tolerances
+from toolkit.registry import get_backend, get_recipe
 from toolkit.student import StudentConfig, XLNetStudent, input_specs, load_student, model_inputs, output_specs
 from toolkit.teacher import TEACHER_CARD, TeacherInfo, TeacherRecipe, demo_teacher, inspect_teacher
 from toolkit.tokenizer import XLNetTextEncoder
 
 CALIBRATION_SAMPLES = 256
 MIN_CALIBRATION_SAMPLES = 32  # fewer real samples give int8 ranges that real inputs routinely exceed
+EMULATOR_WORKERS = max(1, min(2, os.cpu_count() or 1))  # artifacts emulated at once (one qemu process each)
 XLNET_BASE = {"n_layer": 12, "d_model": 768, "n_head": 12, "d_inner": 3072, "vocab_size": 32000}
 LIBRARIES = ("torch", "executorch", "torchao", "transformers", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")
 Log = Callable[[str], None]
@@ -99,6 +101,36 @@ def stage_distill(plan: Plan, spec: RunSpec, teacher_dir: Path, work: Path, log:
     return student_dir
 
 
+@dataclass
+class Distilled:
+    """The distillation stage's hand-off, loaded once: every later stage receives it instead of reloading."""
+
+    folder: Path
+    student: XLNetStudent
+    encoder: XLNetTextEncoder
+    dev_inputs: list[np.ndarray]  # the exported program's inputs for the whole dev set
+    reference: np.ndarray  # the fp32 eager student's dev logits: what every artifact is checked against
+
+    @classmethod
+    def load(cls, folder: Path, dev: LabelledData, work: Path) -> "Distilled":
+        """Load the student and its encoder; the dev reference logits are computed once and kept in ``work``."""
+        from toolkit.student import eager_logits
+
+        student = load_student(folder)
+        encoder = XLNetTextEncoder.from_pretrained(folder)
+        dev_inputs = encode_for(student, encoder, dev)
+        cached = work / "student_dev_logits.npy"
+        if cached.is_file() and len(np.load(cached)) == len(dev):
+            reference = np.load(cached)
+        else:
+            reference = eager_logits(student, dev_inputs)
+            np.save(cached, reference)
+        return cls(Path(folder), student, encoder, dev_inputs, reference)
+
+    def subset_inputs(self, indices: list[int]) -> list[np.ndarray]:
+        return [a[indices] for a in self.dev_inputs]
+
+
 def encode_for(student: XLNetStudent, encoder: XLNetTextEncoder, data: LabelledData) -> list[np.ndarray]:
     """The exported program's input arrays [N, L] for a data set."""
     batch = encoder.encode(data.texts, data.pairs, seq_len=student.config.seq_len)
@@ -113,26 +145,14 @@ def calibration_inputs(student, encoder, train: LabelledData, seed: int) -> list
 
 
 def export_artifact(student, artifact: Artifact, path: Path, calibration, bundle: Path) -> ArtifactRecord:
-    """Write one artifact (not yet valid) and its record; the format's exporter does the work."""
-    if artifact.format == "pte":
-        from toolkit.export_pte import export_pte
-
-        return export_pte(student, artifact, path, calibration, bundle_dir=bundle)
-    from toolkit.export_tflite import export_tflite
-
-    result = export_tflite(student, artifact, path, calibration)
-    return ArtifactRecord.for_file(artifact, path, bundle, student.config, result.details)
+    """Write one artifact (not yet valid) and its record; the format's backend does the work."""
+    details = get_backend(artifact.format).export(student, artifact, path, calibration)
+    return ArtifactRecord.for_file(artifact, path, bundle, student.config, details)
 
 
 def run_on_host(record: ArtifactRecord, path: Path, inputs: list[np.ndarray]) -> np.ndarray:
     """Logits from the runtime the artifact ships for, on the host (ExecuTorch, ai-edge-litert, tflite-runtime)."""
-    if record.format == "pte":
-        from toolkit.export_pte import run_pte
-
-        return run_pte(path, inputs)
-    from toolkit.export_tflite import run_tflite
-
-    return run_tflite(path, inputs, runtime=record.runtime)
+    return get_backend(record.format).run_on_host(path, inputs, record.runtime)
 
 
 def confusion_matrix(logits: np.ndarray, labels: np.ndarray, classes: int) -> list[list[int]]:
@@ -141,11 +161,11 @@ def confusion_matrix(logits: np.ndarray, labels: np.ndarray, classes: int) -> li
     return matrix.tolist()
 
 
-def host_check(record, path, inputs, labels, reference, profile: Profile) -> dict:
+def host_check(record, path, inputs, labels, reference, tolerances: Tolerances) -> dict:
     """Whole dev set through the artifact's runtime vs the fp32 eager student; gated on the profile's tolerances."""
     candidate = run_on_host(record, path, inputs)
     result = compare_logits(f"host {record.runtime} vs eager fp32 student", reference, candidate, labels)
-    result = gate_against_student(result, profile.validation.tolerances, record.recipe in EXACT_FLOAT_RECIPES)
+    result = gate_against_student(result, tolerances, get_recipe(record.format, record.recipe).exact)
     result.details.update(kind="host", confusion=confusion_matrix(candidate, labels, reference.shape[1]),
                           correct_bits=pack_correct(candidate.argmax(1) == labels))  # for paired comparisons
     return {"kind": "host", **result.to_json()}
@@ -167,20 +187,13 @@ def reject(record: ArtifactRecord, bundle: Path) -> None:
         move_into(source, bundle / record.file)
 
 
-def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, log: Log, timings: dict) -> list:
+def stage_export_and_check(spec, distilled: Distilled, bundle: Path, work: Path, log: Log, timings: dict) -> list:
     """Every artifact of the profile: export, host check on the whole dev set, keep or reject. Resumable per file.
 
     ``timings`` receives the seconds spent exporting and checking (``export``, ``host_checks``).
     """
-    from toolkit.student import eager_logits
-
-    student = load_student(student_dir)
-    encoder = XLNetTextEncoder.from_pretrained(student_dir)
-    dev_inputs = encode_for(student, encoder, spec.dev)
-    labels = np.asarray(spec.dev.labels)
-    reference = eager_logits(student, dev_inputs)
-    np.save(work / "student_dev_logits.npy", reference)
-    calibration = calibration_inputs(student, encoder, spec.train, spec.profile.validation.seed)
+    student, labels = distilled.student, np.asarray(spec.dev.labels)
+    calibration = calibration_inputs(student, distilled.encoder, spec.train, spec.profile.validation.seed)
     records = []
     for artifact in spec.profile.artifacts:
         cached = work / "records" / f"{artifact.name}.json"
@@ -191,7 +204,7 @@ def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, lo
                 records.append(record)
                 continue
         log(f"{artifact.name}: exporting ({artifact.runtime}, {artifact.delegate})")
-        suffix = "pte" if artifact.format == "pte" else "tflite"
+        suffix = get_backend(artifact.format).suffix
         # Exported and checked in work/; only a checked file reaches models/ (or rejected/), so an interrupted
         # run never leaves an unchecked model where an app would look for one.
         path = work / "unchecked" / f"{artifact.name}.{suffix}"
@@ -199,7 +212,8 @@ def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, lo
         record = export_artifact(student, artifact, path, calibration, bundle)
         timings["export"] += time.time() - started
         started = time.time()
-        check = host_check(record, path, dev_inputs, labels, reference, spec.profile)
+        check = host_check(record, path, distilled.dev_inputs, labels, distilled.reference,
+                           spec.profile.validation.tolerances)
         timings["host_checks"] += time.time() - started
         record.checks.append(check)
         record.valid = check["passed"]
@@ -214,18 +228,22 @@ def stage_export_and_check(spec, student_dir: Path, bundle: Path, work: Path, lo
     return records
 
 
-def stage_emulate(spec, records, student_dir: Path, bundle: Path, work: Path, log: Log) -> None:
-    """Each valid artifact on the emulated CPU of the profile (resumable per artifact)."""
+def stage_emulate(spec, records, distilled: Distilled, bundle: Path, work: Path, log: Log) -> None:
+    """Each valid artifact on the emulated CPU of the profile (resumable per artifact).
+
+    qemu runs a one-thread inference on one host core, so up to ``EMULATOR_WORKERS`` artifacts are emulated at once
+    (each in its own qemu process; instruction counts and cycle estimates do not depend on it).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from toolkit.emulate import prepare_device
     from toolkit.validate import validate_artifact, validation_subset
 
     prepare_device()
-    reference = np.load(work / "student_dev_logits.npy")
-    student = load_student(student_dir)
-    encoder = XLNetTextEncoder.from_pretrained(student_dir)
     subset = validation_subset(len(spec.dev), spec.profile)
-    inputs = encode_for(student, encoder, spec.dev.subset(subset))
+    inputs = distilled.subset_inputs(subset)
     labels = np.asarray(spec.dev.labels)[subset]
+    todo = []
     for record in records:
         if not record.valid:
             continue
@@ -237,22 +255,33 @@ def stage_emulate(spec, records, student_dir: Path, bundle: Path, work: Path, lo
                 record.emulator = saved["emulator"]
                 record.valid = saved["check"]["passed"]
                 continue
-        log(f"{record.name}: {len(subset)} dev samples on emulated {spec.profile.device.qemu_cpu} ({record.runtime})")
-        outcome = validate_artifact(record.to_json(), bundle, spec.profile, inputs, labels, reference[subset])
-        check = {"kind": "emulator", **outcome.check.to_json()}
-        record.checks.append(check)
-        record.emulator = outcome.emulator
-        atomic_write_json(cached, {"sha256": record.sha256, "check": check, "emulator": outcome.emulator})
-        threads = outcome.emulator.get("threads")
-        log(f"{record.name}: {outcome.check.summary()}; {outcome.emulator['instructions_per_inference']:,} "
-            f"instructions/inference -> ~{outcome.emulator['estimated_latency_ms']:.2f} ms on 1 thread "
-            f"({outcome.emulator.get('estimate_method', 'instructions')} estimate)"
-            + (f", ~{threads['estimated_latency_ms']:.2f} ms on {threads['threads']}" if threads else ""))
-        if not check["passed"]:
-            reject(record, bundle)
+        todo.append(record)
+    if not todo:
+        return
+    workers = min(EMULATOR_WORKERS, len(todo))
+    log(f"{len(todo)} artifacts x {len(subset)} dev samples on emulated {spec.profile.device.qemu_cpu} "
+        f"({workers} at a time)")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(validate_artifact, record.to_json(), bundle, spec.profile, inputs, labels,
+                               distilled.reference[subset]) for record in todo]
+        for record, future in zip(todo, futures):  # results in the profile's order
+            outcome = future.result()
+            check = {"kind": "emulator", **outcome.check.to_json()}
+            record.checks.append(check)
+            record.emulator = outcome.emulator
+            atomic_write_json(work / "emulator" / f"{record.name}.json",
+                              {"sha256": record.sha256, "check": check, "emulator": outcome.emulator})
+            threads = outcome.emulator.get("threads")
+            log(f"{record.name} ({record.runtime}): {outcome.check.summary()}; "
+                f"{outcome.emulator['instructions_per_inference']:,} instructions/inference -> "
+                f"~{outcome.emulator['estimated_latency_ms']:.2f} ms on 1 thread "
+                f"({outcome.emulator.get('estimate_method', 'instructions')} estimate)"
+                + (f", ~{threads['estimated_latency_ms']:.2f} ms on {threads['threads']}" if threads else ""))
+            if not check["passed"]:
+                reject(record, bundle)
 
 
-def stage_selftest(spec, plan: Plan, records, student, encoder, bundle: Path) -> dict:
+def stage_selftest(spec, plan: Plan, records, distilled: Distilled, bundle: Path) -> dict:
     """selftest.json: golden dev texts, their ids and each valid artifact's host logits (toolkit/selftest.py)."""
     from toolkit.selftest import build_selftest, golden_indices, write_selftest
     from toolkit.validate import validation_subset
@@ -260,9 +289,9 @@ def stage_selftest(spec, plan: Plan, records, student, encoder, bundle: Path) ->
     subset = validation_subset(len(spec.dev), spec.profile)  # the emulator's subset: the int8 step is measured on it
     golden = spec.dev.subset(golden_indices(spec.dev.labels, subset))
     document = build_selftest(
-        bundle, [r.to_json() for r in records], encoder, student.config, golden.texts, golden.pairs,
-        [plan.labels.names[i] for i in golden.labels], spec.profile.validation.tolerances,
-        step_inputs=encode_for(student, encoder, spec.dev.subset(subset)),
+        bundle, [r.to_json() for r in records], distilled.encoder, distilled.student.config, golden.texts,
+        golden.pairs, [plan.labels.names[i] for i in golden.labels], spec.profile.validation.tolerances,
+        step_inputs=distilled.subset_inputs(subset),
     )
     return write_selftest(bundle, document)
 
@@ -356,10 +385,10 @@ def build_manifest(spec, teacher: dict, student: dict, tokenizer: dict, labels, 
     }
 
 
-def final_manifest(spec, plan: Plan, teacher_dir, student_dir, records, stages, tokenizer_path) -> dict:
-    """The manifest of a finished run, from the distillation report, the student and the records."""
+def final_manifest(spec, plan: Plan, teacher_dir, student_dir, config: StudentConfig, records, stages,
+                   tokenizer_path) -> dict:
+    """The manifest of a finished run, from the distillation report, the student's config and the records."""
     distilled = json.loads((student_dir / DISTILL_REPORT).read_text())
-    student = load_student(student_dir)
     info = plan.teacher or inspect_teacher(teacher_dir, stand_in=True)
     fingerprint = hashlib.sha256(
         "".join(sha256_file(p) for p in sorted(Path(teacher_dir).glob("*.safetensors"))).encode()
@@ -367,13 +396,13 @@ def final_manifest(spec, plan: Plan, teacher_dir, student_dir, records, stages, 
     tokenizer = {
         "file": tokenizer_path.name,
         "sha256": sha256_file(tokenizer_path),
-        "vocab_size": student.config.vocab_size,
+        "vocab_size": config.vocab_size,
         "trimmed_from": distilled["vocab"]["teacher"],
     }
     teacher = teacher_entry(
         info, fingerprint, distilled["teacher_parameters"], distilled["teacher_dev_accuracy"], plan.labels
     )
-    return build_manifest(spec, teacher, student_entry(student.config, distilled), tokenizer,
+    return build_manifest(spec, teacher, student_entry(config, distilled), tokenizer,
                           plan.labels.names, records, stages)
 
 
@@ -483,26 +512,17 @@ def preflight(spec: RunSpec) -> Plan:
     from transformers import XLNetConfig
 
     from toolkit.distill import MAX_PARAM_RATIO, choose_shape, trim_vocabulary
-    from toolkit.export_tflite import RECIPES_WRONG_ON_TFLITE_RUNTIME_214
     from toolkit.manifest_schema import validate_manifest
+    from toolkit.rules import student_problems
     from toolkit.teacher import is_stand_in, load_encoder, resolve_precision
 
     problems = []
     student = spec.profile.student
     for artifact in spec.profile.artifacts:
-        if artifact.runtime == "tflite-runtime" and artifact.recipe in RECIPES_WRONG_ON_TFLITE_RUNTIME_214:
-            problems.append(f"{artifact.name}: {RECIPES_WRONG_ON_TFLITE_RUNTIME_214[artifact.recipe]}")
-        if artifact.delegate == "nnapi":
-            unsupported = [op for op in student.activations + student.normalisations if op in ("gelu", "layernorm")]
-            if unsupported or student.mask_input != "additive_bias":
-                problems.append(
-                    f"{artifact.name}: the NNAPI delegate cannot run {unsupported or 'an in-graph int mask'} in "
-                    "int8; set student.activations: [relu], student.normalisations: [l2norm], "
-                    "student.mask_input: additive_bias"
-                )
-        if artifact.recipe in ("full-int8", "int8-static", "int8-static-embedding") and (
-            len(spec.train) < MIN_CALIBRATION_SAMPLES
-        ):
+        # (the format/recipe/runtime/delegate rules were checked when the profile was loaded)
+        problems += [f"{artifact.name}: {problem}" for problem in student_problems(
+            artifact.delegate, student.activations, student.normalisations, student.mask_input)]
+        if get_recipe(artifact.format, artifact.recipe).calibrates and len(spec.train) < MIN_CALIBRATION_SAMPLES:
             problems.append(
                 f"{artifact.name} calibrates int8 ranges on training samples: it needs at least "
                 f"{MIN_CALIBRATION_SAMPLES}, the training data has {len(spec.train)}"
@@ -576,22 +596,22 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
 
     timed(3, names[2])
     timings = {"export": 0.0, "host_checks": 0.0}
-    records = stage_export_and_check(staged, student_dir, bundle, work, log, timings)
+    distilled = Distilled.load(student_dir, staged.dev, work)
+    records = stage_export_and_check(staged, distilled, bundle, work, log, timings)
     stages.update({name: {"seconds": round(seconds, 1)} for name, seconds in timings.items()})
 
     started = timed(4, names[3])
     if spec.emulate:
-        stage_emulate(staged, records, student_dir, bundle, work, log)
+        stage_emulate(staged, records, distilled, bundle, work, log)
     stages["emulator"] = {"seconds": round(time.time() - started, 1), "skipped": not spec.emulate}
 
     started = timed(5, names[4])
-    encoder = XLNetTextEncoder.from_pretrained(student_dir)
-    student = load_student(student_dir)
-    tokenizer_path = encoder.export_portable(bundle / "tokenizer.json", seq_len=student.config.seq_len)
+    config = distilled.student.config
+    tokenizer_path = distilled.encoder.export_portable(bundle / "tokenizer.json", seq_len=config.seq_len)
     atomic_write_json(bundle / "labels.json", plan.labels.names)
-    selftest = stage_selftest(staged, plan, records, student, encoder, bundle)
+    selftest = stage_selftest(staged, plan, records, distilled, bundle)
     stages["bundle"] = {"seconds": round(time.time() - started, 1)}
-    manifest = final_manifest(spec, plan, teacher_dir, student_dir, records, stages, tokenizer_path)
+    manifest = final_manifest(spec, plan, teacher_dir, student_dir, config, records, stages, tokenizer_path)
     manifest["selftest"] = selftest
     write_manifest_and_report(manifest, bundle)
     if not manifest["validation"]["passed"]:
@@ -653,16 +673,10 @@ def validate_existing_bundle(bundle: Path, profile: Profile, eval_path: Path | N
             })
             reject(record, bundle)
         records.append(record)
-    cached = work / "student_dev_logits.npy"
-    if not cached.is_file() or len(np.load(cached)) != len(dev):  # the reference must cover this eval set
-        from toolkit.student import eager_logits
-
-        student = load_student(student_dir)
-        encoder = XLNetTextEncoder.from_pretrained(student_dir)
-        np.save(cached, eager_logits(student, encode_for(student, encoder, dev)))
+    distilled = Distilled.load(student_dir, dev, work)  # the reference must cover this eval set
     spec = RunSpec(profile, dev, dev)
     started = time.time()
-    stage_emulate(spec, records, student_dir, bundle, work, log)
+    stage_emulate(spec, records, distilled, bundle, work, log)
     manifest["artifacts"] = [r.to_json() for r in records]
     manifest["validation"]["passed"] = all(r.valid for r in records)
     manifest["stages"]["emulator"] = {"seconds": round(time.time() - started, 1), "skipped": False}

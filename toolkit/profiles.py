@@ -17,11 +17,6 @@ from toolkit.errors import ToolkitError
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
-Format = Literal["pte", "tflite"]
-PteRecipe = Literal["fp32", "int8-dynamic", "int8-dynamic-embedding", "int8-static", "int8-static-embedding"]
-TfliteRecipe = Literal["fp32", "dynamic-int8", "full-int8", "fp16-weights", "weight-only-int8"]
-Runtime = Literal["executorch", "ai-edge-litert", "tflite-runtime"]
-Delegate = Literal["xnnpack", "nnapi", "cpu"]
 Activation = Literal["gelu", "relu"]
 Normalisation = Literal["layernorm", "l2norm"]  # l2norm: centre + L2_NORMALIZATION, which NNAPI runs
 
@@ -130,24 +125,24 @@ class StudentConstraints(Strict):
 
 
 class Artifact(Strict):
-    """One file to emit: its format, quantization recipe and the runtime/delegate that will run it on the device."""
+    """One file to emit: its format, quantization recipe and the runtime/delegate that will run it on the device.
 
-    format: Format
+    Formats and recipes are the registered ones (toolkit/registry.py); runtimes and delegates, and what each allows,
+    are data (targets/rules/runtimes-delegates.yaml, toolkit/rules.py).
+    """
+
+    format: str
     recipe: str
-    runtime: Runtime
-    delegate: Delegate
+    runtime: str
+    delegate: str
 
     @model_validator(mode="after")
     def _check(self) -> "Artifact":
-        allowed = {"pte": PteRecipe.__args__, "tflite": TfliteRecipe.__args__}[self.format]
-        if self.recipe not in allowed:
-            raise ValueError(f"recipe '{self.recipe}' is not a {self.format} recipe; choose one of {list(allowed)}")
-        if self.format == "pte" and self.runtime != "executorch":
-            raise ValueError("a .pte artifact runs on the executorch runtime")
-        if self.format == "tflite" and self.runtime == "executorch":
-            raise ValueError("a .tflite artifact runs on ai-edge-litert or tflite-runtime")
-        if self.delegate == "nnapi" and self.recipe != "full-int8":
-            raise ValueError("the NNAPI delegate needs a full-integer model: use recipe full-int8")
+        from toolkit.rules import artifact_problems
+
+        problems = artifact_problems(self.format, self.recipe, self.runtime, self.delegate)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

@@ -27,9 +27,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from toolkit.checks import FLOAT_COMPUTE_RECIPES
 from toolkit.files import atomic_write_json, sha256_file
 from toolkit.profiles import Tolerances
+from toolkit.registry import get_backend, get_recipe
 from toolkit.student import StudentConfig, model_inputs
 from toolkit.tokenizer import XLNetTextEncoder
 
@@ -57,20 +57,14 @@ def golden_indices(labels: Sequence[int], candidates: Sequence[int], count: int 
 
 def host_logits(artifact: dict, path: Path, inputs: list[np.ndarray]) -> np.ndarray:
     """Logits [N, C] of the artifact's own runtime on the host (the reference the device must reproduce)."""
-    if artifact["format"] == "pte":
-        from toolkit.export_pte import run_pte
-
-        return run_pte(path, inputs)
-    from toolkit.export_tflite import run_tflite
-
-    return run_tflite(path, inputs, runtime=artifact["runtime"])
+    return get_backend(artifact["format"]).run_on_host(path, inputs, artifact["runtime"])
 
 
-def tolerance_for(recipe: str, tolerances: Tolerances, step_logits: np.ndarray | None) -> tuple[float, str]:
+def tolerance_for(is_float: bool, tolerances: Tolerances, step_logits: np.ndarray | None) -> tuple[float, str]:
     """(absolute bound, how it was derived) for one artifact: the emulator check's rule as a number."""
-    if recipe in FLOAT_COMPUTE_RECIPES or step_logits is None or not len(step_logits):
+    if is_float or step_logits is None or not len(step_logits):
         bound = tolerances.emulator_fp32_max_abs_diff
-        kind = "float" if recipe in FLOAT_COMPUTE_RECIPES else "int8 (no range known: float bound)"
+        kind = "float" if is_float else "int8 (no range known: float bound)"
         return bound, f"{kind} model: max |logit diff| <= {bound:g} (profile emulator_fp32_max_abs_diff)"
     span = float(np.max(step_logits) - np.min(step_logits))
     step = max(span, 1e-6) / INT8_LEVELS
@@ -116,16 +110,17 @@ def build_selftest(
             continue
         path = Path(bundle) / artifact["file"]
         logits = np.asarray(run(artifact, path, inputs), dtype=np.float32)
+        is_float = get_recipe(artifact["format"], artifact["recipe"]).is_float
         step_logits = None
-        if artifact["recipe"] not in FLOAT_COMPUTE_RECIPES:
+        if not is_float:
             step_logits = logits if step_inputs is None else np.asarray(run(artifact, path, step_inputs))
-        atol, rule = tolerance_for(artifact["recipe"], tolerances, step_logits)
+        atol, rule = tolerance_for(is_float, tolerances, step_logits)
         expected[artifact["name"]] = {
             "file": artifact["file"],
             "sha256": sha256_file(path),
             "runtime": artifact["runtime"],
             "recipe": artifact["recipe"],
-            "float": artifact["recipe"] in FLOAT_COMPUTE_RECIPES,
+            "float": is_float,
             "atol": float(atol),
             "tolerance": rule,
             "logits": [[float(v) for v in row] for row in logits],

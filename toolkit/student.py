@@ -16,13 +16,15 @@ Loaded with an HF ``XLNetForSequenceClassification`` state dict, it gives the sa
 Variants a profile can ask for: ReLU instead of GELU, and ``l2norm`` (LayerNorm rewritten as centring + L2
 normalisation, ops the NNAPI delegate accepts).
 
-Export hooks (same math, other ops; set on a copy by toolkit/export_tflite.py for NNAPI artifacts only):
-``RelativeAttention.per_head_linear`` (one FULLY_CONNECTED per head instead of BATCH_MATMUL), ``CentredL2Norm.
-l2_normalize`` (one L2_NORMALIZATION op) and ``XLNetStudent.gather_rows`` (one GATHER for the embedding).
+Op variants (same math, other ops), chosen by an exporter through :meth:`XLNetStudent.with_op_variants`, which
+returns a copy (toolkit/export_tflite.py asks for them for NNAPI artifacts only): per-head attention projections
+(one FULLY_CONNECTED per head instead of BATCH_MATMUL), a given L2-normalisation op (one L2_NORMALIZATION) and a
+given row-gather op for the embedding (one GATHER).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -257,6 +259,18 @@ class XLNetStudent(nn.Module):
     def mask_bias_from_attention_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, L] 1/0 mask -> [B, L] additive bias: 0 for tokens, -mask_value for padding keys."""
         return (1.0 - attention_mask.to(torch.float32)) * -self.config.mask_value
+
+    def with_op_variants(self, *, per_head_linear: bool = False, l2_normalize=None, gather_rows=None) -> "XLNetStudent":
+        """A copy computing the same function with other ops: ``per_head_linear`` attention, ``l2_normalize(x)`` for
+        the l2norm's normalisation, ``gather_rows(table, ids)`` for the embedding lookup (None: the default op)."""
+        copy_ = copy.deepcopy(self).eval()
+        copy_.gather_rows = gather_rows
+        for module in copy_.modules():
+            if isinstance(module, RelativeAttention):
+                module.per_head_linear = per_head_linear
+            if isinstance(module, CentredL2Norm):
+                module.l2_normalize = l2_normalize
+        return copy_
 
     def mask_input(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """What ``forward``'s ``mask`` argument expects, from a tokenizer's 1/0 attention mask.

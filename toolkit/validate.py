@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.checks import FLOAT_COMPUTE_RECIPES, CheckResult, compare_logits, gate_emulator_vs_host
+from toolkit.checks import CheckResult, compare_logits, gate_emulator_vs_host
 from toolkit.profiles import Profile
+from toolkit.registry import get_backend, get_recipe
 
 INT8_LEVELS = 255  # an int8 tensor spans its range in 255 steps
 
@@ -47,27 +48,16 @@ def validation_subset(num_examples: int, profile: Profile) -> list[int]:
 
 
 def host_logits(artifact: dict, model: Path, inputs: list[np.ndarray]) -> np.ndarray:
-    """The artifact's logits from the same runtime on the host."""
-    if artifact["format"] == "pte":
-        from toolkit.pte_runner import run_pte_with_runner
-
-        return run_pte_with_runner(model, inputs)
-    from toolkit.export_tflite import run_tflite
-
-    return run_tflite(model, inputs, runtime=artifact["runtime"])
+    """The artifact's logits from the host build of the runtime the emulated device runs."""
+    return get_backend(artifact["format"]).run_host_build(model, inputs, artifact["runtime"])
 
 
 def emulated_run(
     artifact: dict, model: Path, inputs: list[np.ndarray], profile: Profile, *, profile_cycles: bool = False,
     threads: int = 1,
 ):
-    from toolkit.emulate import run_pte_emulated, run_tflite_emulated
-
-    options = {"profile_cycles": profile_cycles, "threads": threads}
-    if artifact["format"] == "pte":
-        return run_pte_emulated(profile.device, model, inputs, **options)
-    delegate = "cpu" if artifact["delegate"] == "cpu" else "xnnpack"  # NNAPI falls back to LiteRT's CPU path
-    return run_tflite_emulated(profile.device, artifact["runtime"], model, inputs, delegate=delegate, **options)
+    backend = get_backend(artifact["format"])
+    return backend.run_emulated(profile.device, artifact, model, inputs, profile_cycles=profile_cycles, threads=threads)
 
 
 def quantization_step(reference: np.ndarray) -> float:
@@ -95,7 +85,7 @@ def validate_artifact(
     from toolkit.emulate import estimate_latency_ms
 
     model = bundle_dir / artifact["file"]
-    is_float = artifact["recipe"] in FLOAT_COMPUTE_RECIPES
+    is_float = get_recipe(artifact["format"], artifact["recipe"]).is_float
     host = host_logits(artifact, model, inputs)
     no_cycles = cycle_model_problem(profile.device)
     run = emulated_run(artifact, model, inputs, profile, profile_cycles=no_cycles is None)
@@ -164,17 +154,14 @@ def _subset_noise_points(samples: int) -> float:
 
 def not_validated_statements(profile: Profile) -> list[str]:
     """What this run could NOT validate for the profile, said plainly for the manifest and report."""
+    from toolkit.rules import not_validated
+
     statements = [
         "Latency figures are estimates from the emulated inference (llvm-mca cycles per block and a simulated "
         "cache, calibrated against published timings of other models on the same core), not timings on the device.",
         f"qemu emulates the {profile.device.cpu_model} instruction set, not its timing; the timing is llvm-mca's model.",
     ]
-    if any(a.delegate == "nnapi" for a in profile.artifacts):
-        statements.append(
-            "The NNAPI delegate was NOT executed: no Android emulator or NDK can run here. Its node acceptance is "
-            "computed from the TFLite NNAPI delegate's own rules (nnapi_delegate.cc); the .tflite itself ran on the "
-            f"emulated {profile.device.cpu_model} with LiteRT's CPU path, which is what a device falls back to."
-        )
+    statements += not_validated({a.delegate for a in profile.artifacts})
     if profile.device.os == "android":
         statements.append("Android's runtime environment (ART, vendor drivers, thermal limits) was not emulated.")
     return statements
