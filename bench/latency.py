@@ -141,7 +141,7 @@ def pte_contestant(student: XLNetStudent, recipe: str, folder: Path, calibration
         return method.execute([torch.from_numpy(a) for a in sample])[0].numpy()
 
     note = f"{delegation['partitions']} XNNPACK calls"
-    return Contestant(f".pte {recipe} (XNNPACK)", infer, record.bytes, note, is_int8_program=recipe != "fp32")
+    return Contestant(f".pte {recipe} (XNNPACK)", infer, path.stat().st_size, note, is_int8_program=recipe != "fp32")
 
 
 def ort_int8_contestant(student: XLNetStudent, folder: Path) -> Contestant:
