@@ -26,13 +26,15 @@ SCRIPT = textwrap.dedent("""
         libc = ctypes.CDLL(None); libc.puts(b"C stdio line on fd 1"); libc.fflush(None)
         from tqdm import tqdm
         exec("for _ in tqdm(range(3), desc='progress bar'): pass", {"__name__": "toolkit.stage", "tqdm": tqdm})
-        import toolkit.emulate
-        toolkit.emulate._log("toolkit stderr line")
+        exec("print('[emulator] toolkit stderr line', file=sys.stderr)", {"__name__": "toolkit.emulate", "sys": sys})
+        from toolkit.quiet import detail
+        detail("[runner] set-up detail line")
         exec("for _ in tqdm(range(2), desc='library bar'): pass", {"__name__": "library", "tqdm": tqdm})
     print("after the block")
 """)
 NOISE = ["library FutureWarning", "library logging line", "library print line", "C++ absl line on fd 2",
-         "C stdio line on fd 1", "library bar"]  # fmt: skip
+         "C stdio line on fd 1", "library bar",
+         "[runner] set-up detail line"]  # the toolkit's own set-up details: the log, not the console  # fmt: skip
 OURS = ["toolkit stage line", "progress bar", "[emulator] toolkit stderr line", "after the block"]
 
 

@@ -54,6 +54,7 @@ from toolkit.pte_runner import (
     read_logits,
     write_samples,
 )
+from toolkit.quiet import detail, transient_bar_position
 
 TfliteRuntime = Literal["ai-edge-litert", "tflite-runtime"]
 
@@ -107,7 +108,7 @@ class EmulatedRun:
 
 
 def _log(message: str) -> None:
-    print(f"[emulator] {message}", file=sys.stderr, flush=True)
+    detail(f"[emulator] {message}")  # set-up steps: the log (prepare_device says one line on the console)
 
 
 # --------------------------------------------------------------------------------------------------------- setup
@@ -167,9 +168,21 @@ def require_tools() -> None:
 
 
 def prepare_device() -> Path:
-    """What the main job calls: the host tools must be installed; the rootfs is built here if it is not cached."""
+    """What the main job calls: the host tools must be installed; the rootfs, the instruction-count plugin and the
+    ExecuTorch runners (host and device builds) are built here once if not cached, before the emulator stage runs
+    artifacts side by side (which would otherwise each build them)."""
     require_tools()
-    return ensure_rootfs()
+    started = time.time()
+    if not _rootfs_ready(_rootfs_path()):
+        print("[emulator] first run: building the emulated device (a Debian arm64 root filesystem from ~30 MB of "
+              ".debs, the runtimes, the ExecuTorch runners; once, cached in .cache/emulator)", file=sys.stderr)
+    root = ensure_rootfs()
+    build_insn_plugin()
+    for arch in ("x86_64", "aarch64"):
+        build_runner(arch)
+    if time.time() - started > 2:
+        print(f"[emulator] device ready in {time.time() - started:.0f} s", file=sys.stderr)
+    return root
 
 
 # -------------------------------------------------------------------------------------------------------- rootfs
@@ -396,7 +409,8 @@ def _run_guest(
     with open(work / "stderr.txt", "w+") as stderr:
         process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
         input_lines = []  # the guest's description of the model inputs, for error messages
-        with tqdm(total=num_samples, desc=label, unit="inference", leave=False, disable=num_samples < 2) as bar:
+        with tqdm(total=num_samples, desc=label, unit="inference", leave=False, disable=num_samples < 2,
+                  position=transient_bar_position()) as bar:
             assert process.stdout is not None
             for line in process.stdout:
                 if line.startswith("sample "):

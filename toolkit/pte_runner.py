@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from toolkit.files import atomic_path, cache_dir
+from toolkit.quiet import detail
 
 Arch = Literal["x86_64", "aarch64"]
 
@@ -61,7 +62,7 @@ class RunnerError(RuntimeError):
 
 
 def _log(message: str) -> None:
-    print(f"[runner] {message}", file=sys.stderr, flush=True)
+    detail(f"[runner] {message}")  # build steps: the log file under the quiet console
 
 
 def new_partial_dir(final: Path) -> Path:

@@ -32,6 +32,22 @@ from typing import Iterator
 PIPED_PROGRESS_INTERVAL_S = "30"
 
 
+def detail(message: str) -> None:
+    """A line worth keeping but not worth the console (a set-up step that went fine): the log file inside
+    :func:`quiet_output`, stderr otherwise (and with ``-v``)."""
+    stream = sys.stderr._log if isinstance(sys.stderr, _Router) else sys.stderr
+    print(message, file=stream, flush=True)
+
+
+def transient_bar_position() -> int | None:
+    """``position`` for a short-lived tqdm bar that may run beside another (nested, or in a second thread): tqdm's
+    own stacking on a terminal; 0 when piped, so a CI log gets no cursor-up escapes (each one became a line)."""
+    try:
+        return None if sys.stderr.isatty() else 0
+    except (AttributeError, ValueError):
+        return 0
+
+
 class _Router(io.TextIOBase):
     """A text stream that sends the toolkit's and tqdm's writes to ``terminal`` and everything else to ``log``."""
 

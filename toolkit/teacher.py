@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, bucketed_batches, display_names, load_labelled
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_json, cache_dir, sha256_file
+from toolkit.quiet import transient_bar_position
 from toolkit.student import XLNetStudent, student_from_xlnet, xlnet_state_from_student
 from toolkit.labels import head_names
 from toolkit.tokenizer import (
@@ -319,7 +320,7 @@ def predict_logits(
     out, done, progress_file = _logits_store(cache, len(texts), fast.config.num_labels)
     tokens = [len(b) * lengths[b[-1]] for b in batches]
     progress = tqdm(total=sum(tokens), initial=sum(tokens[:done]), desc=desc, unit="tok", unit_scale=True,
-                    leave=False)
+                    leave=False, position=transient_bar_position())
     last_flush = time.time()
     for number in range(done, len(batches)):
         idx = batches[number]
