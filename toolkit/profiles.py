@@ -224,7 +224,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
         lines = []
         for e in err.errors():
             field = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            lines.append(f"  {field}: {e['msg']}")
+            lines.append(f"  {field}: {e['msg'].removeprefix('Value error, ')}")
         raise ProfileError(f"{path}: invalid profile\n" + "\n".join(lines)) from err
 
 

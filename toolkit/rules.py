@@ -69,7 +69,7 @@ def artifact_problems(format: str, recipe: str, runtime: str, delegate: str) -> 
         runs = [name for name, rule in table.runtimes.items() if rule.format == format]
         problems.append(f"a .{format} artifact runs on {' or '.join(runs)}, not {runtime}")
     if recipe in runtime_rule.refuses:
-        problems.append(f"{runtime}: {runtime_rule.refuses[recipe]}")
+        problems.append(runtime_rule.refuses[recipe])  # each reason names its runtime
     if format not in delegate_rule.formats:
         problems.append(f"the {delegate} delegate does not run .{format} artifacts")
     if delegate_rule.recipes is not None and recipe not in delegate_rule.recipes:
