@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from toolkit import profiles as profiles_mod
-from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECKS_FAILED, EXIT_INTERRUPTED, ToolkitError
+from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECKS_FAILED, EXIT_INTERRUPTED, ToolkitError, remember_interrupts
 from toolkit.quiet import quiet_output
 from toolkit.tables import SUMMARY_HEADER, SUMMARY_RIGHT, export_summary, print_table
 
@@ -31,6 +31,7 @@ def reports_user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        remember_interrupts()
         try:
             return command(*args, **kwargs)
         except ToolkitError as err:

@@ -28,7 +28,7 @@ from toolkit.checks import compare_logits, gate_against_student, pack_correct
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
 from toolkit.distill import CostPrediction, DistillSettings, distill, release_memory
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, raise_if_interrupted
 from toolkit.files import atomic_write_json, sha256_file
 from toolkit.labels import LabelMatch, match_labels
 from toolkit.manifest import ArtifactRecord, specs_json
@@ -209,9 +209,11 @@ def stage_export_and_check(spec, distilled: Distilled, bundle: Path, work: Path,
         # run never leaves an unchecked model where an app would look for one.
         path = work / "unchecked" / f"{artifact.name}.{suffix}"
         started = time.time()
+        raise_if_interrupted()
         record = export_artifact(student, artifact, path, calibration, bundle)
         timings["export"] += time.time() - started
         started = time.time()
+        raise_if_interrupted()
         check = host_check(record, path, distilled.dev_inputs, labels, distilled.reference,
                            spec.profile.validation.tolerances)
         timings["host_checks"] += time.time() - started
@@ -582,6 +584,7 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
     names = ["teacher", "distill", "export + host checks", "emulator", "bundle + report"]
 
     def timed(index: int, name: str):
+        raise_if_interrupted()
         log(f"[{index}/{len(names)}] {name}")
         return time.time()
 
@@ -613,6 +616,7 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
     stages["bundle"] = {"seconds": round(time.time() - started, 1)}
     manifest = final_manifest(spec, plan, teacher_dir, student_dir, config, records, stages, tokenizer_path)
     manifest["selftest"] = selftest
+    raise_if_interrupted()  # the manifest marks the bundle finished: never after a swallowed Ctrl-C
     write_manifest_and_report(manifest, bundle)
     if not manifest["validation"]["passed"]:
         failed = [r.name for r in records if not r.valid]
