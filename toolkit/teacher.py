@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, bucketed_batches, display_names, load_labelled
 from toolkit.errors import ToolkitError
-from toolkit.files import atomic_write_json, cache_dir, sha256_file
+from toolkit.files import atomic_write_json, cache_dir
 from toolkit.quiet import transient_bar_position
 from toolkit.student import XLNetStudent, student_from_xlnet, xlnet_state_from_student
 from toolkit.labels import head_names
