@@ -120,9 +120,8 @@ class Distilled:
         encoder = XLNetTextEncoder.from_pretrained(folder)
         dev_inputs = encode_for(student, encoder, dev)
         cached = work / "student_dev_logits.npy"
-        if cached.is_file() and len(np.load(cached)) == len(dev):
-            reference = np.load(cached)
-        else:
+        reference = np.load(cached) if cached.is_file() else None
+        if reference is None or len(reference) != len(dev):  # the reference must cover this dev set
             reference = eager_logits(student, dev_inputs)
             np.save(cached, reference)
         return cls(Path(folder), student, encoder, dev_inputs, reference)
@@ -387,10 +386,10 @@ def build_manifest(spec, teacher: dict, student: dict, tokenizer: dict, labels, 
     }
 
 
-def final_manifest(spec, plan: Plan, teacher_dir, student_dir, config: StudentConfig, records, stages,
-                   tokenizer_path) -> dict:
+def final_manifest(spec, plan: Plan, teacher_dir, student: Distilled, records, stages, tokenizer_path) -> dict:
     """The manifest of a finished run, from the distillation report, the student's config and the records."""
-    distilled = json.loads((student_dir / DISTILL_REPORT).read_text())
+    config = student.student.config
+    distilled = json.loads((student.folder / DISTILL_REPORT).read_text())
     info = plan.teacher or inspect_teacher(teacher_dir, stand_in=True)
     fingerprint = hashlib.sha256(
         "".join(sha256_file(p) for p in sorted(Path(teacher_dir).glob("*.safetensors"))).encode()
@@ -609,12 +608,12 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
     stages["emulator"] = {"seconds": round(time.time() - started, 1), "skipped": not spec.emulate}
 
     started = timed(5, names[4])
-    config = distilled.student.config
-    tokenizer_path = distilled.encoder.export_portable(bundle / "tokenizer.json", seq_len=config.seq_len)
+    tokenizer_path = distilled.encoder.export_portable(bundle / "tokenizer.json",
+                                                       seq_len=distilled.student.config.seq_len)
     atomic_write_json(bundle / "labels.json", plan.labels.names)
     selftest = stage_selftest(staged, plan, records, distilled, bundle)
     stages["bundle"] = {"seconds": round(time.time() - started, 1)}
-    manifest = final_manifest(spec, plan, teacher_dir, student_dir, config, records, stages, tokenizer_path)
+    manifest = final_manifest(spec, plan, teacher_dir, distilled, records, stages, tokenizer_path)
     manifest["selftest"] = selftest
     raise_if_interrupted()  # the manifest marks the bundle finished: never after a swallowed Ctrl-C
     write_manifest_and_report(manifest, bundle)
