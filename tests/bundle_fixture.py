@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from toolkit.files import PROJECT_ROOT, atomic_write_json
-from toolkit.manifest import specs_json
+from toolkit.manifest import methods_json, specs_json
 from toolkit.profiles import Artifact, load_profile
 from toolkit.registry import get_backend
 from toolkit.selftest import build_selftest, write_selftest
@@ -35,6 +35,7 @@ from toolkit.tokenizer import VocabMap, XLNetTextEncoder, build_xlnet_tokenizer,
 SST2_DEV = PROJECT_ROOT / "toolkit" / "assets" / "sst2" / "dev.tsv"
 LABELS = ["negative", "positive"]
 SEQ_LEN = 32
+LENGTHS = (16, SEQ_LEN)  # length buckets: one method/signature each; texts up to 14 words run at 16
 VOCAB_SENTENCES = 300  # the trimmed vocabulary comes from these; later dev sentences exercise unseen words
 # selftest.json's golden texts: two dev sentences, one with words outside the trimmed vocabulary, and an awkward one.
 SELFTEST_TEXTS = ["it 's a charming and often affecting journey . ", "unflinchingly bleak and desperate ",
@@ -102,7 +103,7 @@ def build_tiny_bundle(out_dir: Path | str, mask_input: MaskInput = "attention_ma
     bundle = Path(out_dir)
     (bundle / "models").mkdir(parents=True, exist_ok=True)
     encoder = tiny_encoder()
-    encoder.export_portable(bundle / "tokenizer.json", SEQ_LEN)
+    encoder.export_portable(bundle / "tokenizer.json", SEQ_LEN, LENGTHS)
     student = tiny_student(encoder, mask_input)
     config = student.config
 
@@ -114,18 +115,19 @@ def build_tiny_bundle(out_dir: Path | str, mask_input: MaskInput = "attention_ma
     records = []
     for artifact in artifacts:
         path = bundle / "models" / f"{artifact.name}.{artifact.format}"
-        get_backend(artifact.format).export(student, artifact, path, None)
+        get_backend(artifact.format).export(student, artifact, path, None, LENGTHS)
         records.append({
             "name": artifact.name, "file": str(path.relative_to(bundle)), "format": artifact.format,
             "recipe": artifact.recipe, "runtime": artifact.runtime, "delegate": artifact.delegate,
             "inputs": specs_json(input_specs(config)), "outputs": specs_json(output_specs(config)),
+            "methods": methods_json(config, LENGTHS),
             "valid": True,  # a real export sets this after its checks; the apps only read it to pick a default
         })  # fmt: skip
 
     atomic_write_json(bundle / "labels.json", LABELS)
     # The golden inputs an export writes (toolkit/selftest.py): dev texts, their ids, each model's host logits.
     selftest = build_selftest(bundle, records, encoder, config, SELFTEST_TEXTS, None, [None] * len(SELFTEST_TEXTS),
-                              load_profile("raspberry-pi-4").validation.tolerances)  # fmt: skip
+                              load_profile("raspberry-pi-4").validation.tolerances, lengths=LENGTHS)  # fmt: skip
     atomic_write_json(bundle / "manifest.json", {
         "profile": "tiny-test-bundle", "labels": LABELS, "student": {"config": asdict(config)}, "artifacts": records,
         "selftest": write_selftest(bundle, selftest),

@@ -1,6 +1,7 @@
 """The Raspberry Pi sample apps on a real (tiny) bundle: the Python .tflite app and the C++ ExecuTorch app.
 
-What is checked, each against the HOST (the host encoder's inputs run by ``run_tflite`` / ``run_pte``):
+What is checked, each against the HOST (the host encoder's inputs run by the artifact's runtime, each text in the
+length bucket an app picks for it: ``toolkit.manifest.run_on_host``):
 - both apps on the host, for the attention_mask bundle and the NNAPI-style additive_bias bundle;
 - both apps UNDER EMULATION on the Raspberry Pi 4 CPU (qemu-aarch64 -cpu cortex-a72 with the rootfs, fake
   /proc/cpuinfo and runtime site folders that ``toolkit.emulate`` uses): same labels, fp32 logits within 1e-5;
@@ -35,12 +36,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.bundle_fixture import build_tiny_bundle, bundle_encoder, host_inputs, sst2_dev_sentences
+from tests.bundle_fixture import LENGTHS, build_tiny_bundle, bundle_encoder, host_inputs, sst2_dev_sentences
 from tests.test_tokenizer_parity import AWKWARD, PAIRS
 from conftest import random_unicode_texts
 from toolkit import emulate
-from toolkit.export_pte import run_pte
-from toolkit.export_tflite import run_tflite
+from toolkit.buckets import pick_length
+from toolkit.manifest import run_on_host
 from toolkit.files import PROJECT_ROOT, cache_dir
 from toolkit.profiles import load_profile
 from toolkit.pte_runner import (
@@ -72,6 +73,7 @@ SENTENCES = [
     "Café naïve façade : a résumé of crème brûlée",
     "😊 great fun 👍🏽 ❤️ 生活",
     "",
+    "a gorgeous , witty , seductive movie that keeps you guessing .",  # 17-32 tokens: the 32 bucket
     "the film is long , " * 12,  # past the bundle's 32 tokens: truncated
 ]
 
@@ -138,11 +140,35 @@ def app_json(result: subprocess.CompletedProcess) -> dict:
     return json.loads(result.stdout)
 
 
+def host_reference(bundle: Path, name: str, texts: list[str], runtime: str | None = None) -> np.ndarray:
+    """The host runtime's logits for ``texts``, each run in the length bucket an app picks for it (``.tflite``:
+    ai-edge-litert unless ``runtime`` says otherwise)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    record = next(a for a in manifest["artifacts"] if a["name"] == name)
+    runtime = runtime or ("ai-edge-litert" if record["format"] == "tflite" else record["runtime"])
+    return run_on_host({**record, "runtime": runtime}, bundle / record["file"], host_inputs(bundle, texts))
+
+
+def expected_buckets(bundle: Path, texts: list[str]) -> list[int]:
+    """The length bucket each text must run in: the shortest that holds all its tokens, else the longest."""
+    tokens = host_inputs(bundle, texts)[0] != 5  # <pad> is 5
+    return [pick_length(int(n), LENGTHS) for n in tokens.sum(axis=1)]
+
+
+def test_sentences_cover_every_bucket_and_a_longer_text(bundle: Path) -> None:
+    buckets = expected_buckets(bundle, SENTENCES)
+    tokens = (host_inputs(bundle, SENTENCES)[0] != 5).sum(axis=1)
+    assert set(buckets) == set(LENGTHS) and tokens.max() == LENGTHS[-1]  # the long one was cut to the longest
+    assert len(bundle_encoder(bundle).text_ids([SENTENCES[-1]])[0]) > LENGTHS[-1]
+
+
 def assert_matches_host(output: dict, bundle: Path, host_logits: np.ndarray) -> None:
-    """Same texts in order, same labels as the host's argmax, logits within the fp32 tolerance."""
+    """Same texts in order, each run in the expected length bucket, same labels as the host's argmax, logits within
+    the fp32 tolerance."""
     results = output["results"]
     labels = json.loads((bundle / "labels.json").read_text())
     assert [r["text"] for r in results] == SENTENCES
+    assert [r["sequence_length"] for r in results] == expected_buckets(bundle, SENTENCES)
     assert [r["label"] for r in results] == [labels[i] for i in host_logits.argmax(axis=1)]
     np.testing.assert_allclose(np.array([r["logits"] for r in results]), host_logits, rtol=0, atol=FP32_ATOL)
     for r in results:
@@ -296,7 +322,7 @@ def test_python_app_on_host_matches_host_runtime(which: str, request: pytest.Fix
                             capture_output=True, text=True)  # fmt: skip
     output = app_json(result)
     assert output["model"] == tflite["name"] and output["runtime"] == "ai-edge-litert"
-    assert_matches_host(output, folder, run_tflite(folder / tflite["file"], host_inputs(folder, SENTENCES)))
+    assert_matches_host(output, folder, host_reference(folder, tflite["name"], SENTENCES))
 
 
 @pytest.mark.parametrize("which", ["bundle", "bias_bundle"])
@@ -306,7 +332,7 @@ def test_cpp_app_on_host_matches_host_runtime(which: str, request: pytest.Fixtur
                             capture_output=True, text=True)  # fmt: skip
     output = app_json(result)
     assert output["model"] == "pte-fp32"
-    assert_matches_host(output, folder, run_pte(folder / "models" / "pte-fp32.pte", host_inputs(folder, SENTENCES)))
+    assert_matches_host(output, folder, host_reference(folder, "pte-fp32", SENTENCES))
 
 
 @pytest.mark.parametrize("which", ["bundle", "bias_bundle"])
@@ -336,7 +362,7 @@ def test_apps_read_stdin_and_print_one_line_per_text(bundle: Path, host_cpp: Pat
     """Without texts on the command line both apps classify stdin line by line and print readable lines."""
     stdin = "it 's a charming and often affecting journey . \r\nunflinchingly bleak and desperate \n"
     expected = json.loads((bundle / "labels.json").read_text())
-    host = run_pte(bundle / "models" / "pte-fp32.pte", host_inputs(bundle, stdin.replace("\r", "").splitlines()))
+    host = host_reference(bundle, "pte-fp32", stdin.replace("\r", "").splitlines())
     commands = [[sys.executable, str(APP_DIR / "classify.py"), "--bundle", str(bundle)],
                 [str(host_cpp / "classify_pte"), str(bundle), "pte-fp32"]]  # fmt: skip
     for command in commands:
@@ -416,12 +442,7 @@ def observed_logits(folder: Path, path: Path) -> Path:
     host's ai-edge-litert and ExecuTorch on the host's inputs, written as {artifact name: [[logits], ...]}."""
     manifest = json.loads((folder / "manifest.json").read_text())
     texts = [e["text"] for e in json.loads((folder / "selftest.json").read_text())["examples"]]
-    inputs = host_inputs(folder, texts)
-    logits = {}
-    for record in manifest["artifacts"]:
-        model = folder / record["file"]
-        rows = run_pte(model, inputs) if record["format"] == "pte" else run_tflite(model, inputs, "ai-edge-litert")
-        logits[record["name"]] = rows.tolist()
+    logits = {record["name"]: host_reference(folder, record["name"], texts).tolist() for record in manifest["artifacts"]}
     path.write_text(json.dumps(logits))
     return path
 
@@ -612,7 +633,7 @@ def test_python_app_on_emulated_pi4_matches_host(emulator: None, bundle: Path, r
     output = app_json(result)
     assert output["runtime"] == runtime
     # The host reference runs the same runtime package (TF's and LiteRT's kernels differ; see export-facts).
-    host = run_tflite(bundle / "models" / "tflite-fp32.tflite", host_inputs(bundle, SENTENCES), runtime)
+    host = host_reference(bundle, "tflite-fp32", SENTENCES, runtime)
     assert_matches_host(output, bundle, host)
     latencies = [round(r["inference_ms"], 1) for r in output["results"]]
     print(f"\nclassify.py/{runtime} on emulated {PI4.qemu_cpu}: {len(SENTENCES)} texts, labels match the host; "
@@ -624,7 +645,7 @@ def test_cpp_app_on_emulated_pi4_matches_host(bundle: Path, device_cpp: Path) ->
     result, wall = run_emulated([str(device_cpp / "classify_pte"), "--json", str(bundle), "pte-fp32", *SENTENCES],
                                 emulate._guest_env())  # fmt: skip
     output = app_json(result)
-    assert_matches_host(output, bundle, run_pte(bundle / "models" / "pte-fp32.pte", host_inputs(bundle, SENTENCES)))
+    assert_matches_host(output, bundle, host_reference(bundle, "pte-fp32", SENTENCES))
     latencies = [round(r["inference_ms"], 1) for r in output["results"]]
     print(f"\nclassify_pte on emulated {PI4.qemu_cpu}: {len(SENTENCES)} texts, labels match the host; "
           f"process {wall:.1f} s, emulated inference ms {latencies}")  # fmt: skip

@@ -454,8 +454,10 @@ def run_pte_emulated(
     count_instructions: bool = True,
     profile_cycles: bool = False,
     threads: int = 1,
+    method: str | None = None,
 ) -> EmulatedRun:
-    """Run a .pte on the emulated device with the cross-built pte_runner (XNNPACK + quantized kernels).
+    """Run a .pte's ``method`` (default: its only one) on the emulated device with the cross-built pte_runner
+    (XNNPACK + quantized kernels).
 
     ``inputs[i]`` has a leading sample axis N; the program has batch 1 and takes sample n as ``inputs[i][n:n+1]``, in
     the program's input order. ``threads`` sizes ExecuTorch's thread pool (1: no pool); ``profile_cycles`` records
@@ -470,8 +472,10 @@ def run_pte_emulated(
         num_samples = write_samples(inputs, work / "inputs.bin")
         label = f"executorch on {device.qemu_cpu}"
         program = [str(runner), "model.pte", "inputs.bin", "outputs.bin", str(num_samples)]
-        if threads != 1:
+        if threads != 1 or method:
             program.append(str(threads))
+        if method:
+            program.append(method)
         profile_args = _profile_args(device, num_samples, threads) if profile_cycles else None
         wall, counts, profile = _run_guest(device, program, work, num_samples, _guest_env(), count_instructions, label,
                                            profile_args)  # fmt: skip
@@ -489,12 +493,14 @@ def run_tflite_emulated(
     delegate: Literal["xnnpack", "cpu"] = "xnnpack",
     profile_cycles: bool = False,
     threads: int = 1,
+    method: str | None = None,
 ) -> EmulatedRun:
     """Run a .tflite on the emulated device with ``runtime``'s Python interpreter in the guest's python3.
 
     ``inputs`` as for :func:`run_pte_emulated`, in the model's input order (``get_input_details()``). ``delegate``
     ``cpu`` runs the builtin kernels without the runtime's default XNNPACK delegate. ``threads``: the interpreter's
-    ``num_threads`` (default 1); ``profile_cycles`` as for :func:`run_pte_emulated`.
+    ``num_threads`` (default 1); ``profile_cycles`` as for :func:`run_pte_emulated`; ``method``: the signature to run
+    (default: the model's only one).
     """
     if runtime not in RUNTIME_SITES:
         raise ValueError(f"runtime must be one of {list(RUNTIME_SITES)}, not {runtime!r}")
@@ -510,8 +516,10 @@ def run_tflite_emulated(
         python3 = str(device_root(device) / "usr" / "bin" / "python3")
         program = [python3, "tflite_guest.py", runtime, "model.tflite", "inputs.bin", "outputs.bin",
                    str(num_samples), delegate]  # fmt: skip
-        if threads != 1:
+        if threads != 1 or method:
             program.append(str(threads))
+        if method:
+            program.append(method)
         label = f"{runtime} on {device.qemu_cpu}"
         profile_args = _profile_args(device, num_samples, threads) if profile_cycles else None
         wall, counts, profile = _run_guest(device, program, work, num_samples, _guest_env(site), count_instructions,

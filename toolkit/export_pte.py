@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from toolkit.buckets import at_length, method_name
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_write_bytes
 from toolkit.profiles import Artifact
@@ -280,33 +281,56 @@ def _prepare(recipe: str, module: nn.Module, example, calibration) -> Prepared:
     return get_recipe("pte", recipe).build(module, example, calibration)
 
 
-def _lower_and_write(prepared: Prepared, out_path: Path) -> dict:
-    """XNNPACK lowering, the ExecuTorch program written atomically; returns the delegation summary."""
+def _lower_and_write(methods: dict[str, Prepared], out_path: Path) -> dict[str, dict]:
+    """XNNPACK lowering of every method into one program, written atomically; the delegation summary per method.
+
+    ExecuTorch stores a constant once per program, so methods that share weights (one per length bucket) cost only
+    their own small constants.
+    """
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(prepared.program, partitioner=_partitioners(prepared))
-    program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=prepared.fuse_quantized_ops))
+    first = next(iter(methods.values()))  # every method went through the same recipe
+    edge = to_edge_transform_and_lower({name: m.program for name, m in methods.items()},
+                                       partitioner=_partitioners(first))
+    program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=first.fuse_quantized_ops))
     atomic_write_bytes(Path(out_path), program.buffer)
-    return delegation_summary(edge.exported_program(), program.exported_program())
+    return {name: delegation_summary(edge.exported_program(name), program.exported_program(name)) for name in methods}
 
 
 def export_pte(
-    student: XLNetStudent, artifact: Artifact, out_path: Path, calibration: list[np.ndarray] | None = None
+    student: XLNetStudent,
+    artifact: Artifact,
+    out_path: Path,
+    calibration: list[np.ndarray] | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> dict:
-    """Export ``FixedLengthClassifier(student)`` with the artifact's recipe to ``out_path`` (written atomically).
+    """Export ``FixedLengthClassifier(student)`` with the artifact's recipe to ``out_path`` (written atomically):
+    one method per length in ``lengths`` (default: the student's longest), named by ``buckets.method_name``.
 
-    ``calibration``: the ``model_inputs`` arrays ([N, L] each) of real training texts, for the static recipes.
-    Returns the details the manifest records (quantization, where each op runs); checking is the pipeline's job.
+    ``calibration``: the ``model_inputs`` arrays ([N, L_max] each) of real training texts, for the static recipes;
+    each method is calibrated on them at its own length. Returns the details the manifest records (quantization,
+    where each op runs); checking is the pipeline's job.
     """
     if artifact.format != "pte":
         raise PteExportError(f"export_pte builds .pte files; artifact {artifact.name} is a {artifact.format}")
     if artifact.delegate != "xnnpack":
         raise PteExportError(f".pte artifacts are lowered to XNNPACK; artifact asks for delegate '{artifact.delegate}'")
     config = student.config
-    example = example_inputs(config)
-    prepared = _prepare(artifact.recipe, FixedLengthClassifier(student).eval(), example, calibration)
-    delegation = _lower_and_write(prepared, out_path)
-    return {"sequence_length": config.seq_len, "quantization": prepared.quantization, "delegation": delegation}
+    lengths = sorted(lengths or [config.seq_len])
+    module = FixedLengthClassifier(student).eval()
+    methods = {
+        method_name(n): _prepare(artifact.recipe, module, example_inputs(config, n),
+                                 None if calibration is None else at_length(calibration, n))
+        for n in lengths
+    }
+    delegation = _lower_and_write(methods, out_path)
+    longest = method_name(lengths[-1])
+    return {
+        "sequence_length": lengths[-1],
+        "quantization": methods[longest].quantization,
+        "delegation": delegation[longest],  # the longest method's; every method's partition count below
+        "partitions_by_method": {name: summary["partitions"] for name, summary in delegation.items()},
+    }
 
 
 def export_module_pte(
@@ -321,7 +345,8 @@ def export_module_pte(
     Returns the delegation summary."""
     if recipe.endswith("-embedding"):
         raise PteExportError(f"recipe '{recipe}' needs the student's embedding; it cannot export a generic module")
-    return _lower_and_write(_prepare(recipe, module.eval(), example, calibration), out_path)
+    methods = {"forward": _prepare(recipe, module.eval(), example, calibration)}
+    return _lower_and_write(methods, out_path)["forward"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -334,15 +359,22 @@ def _sample(arrays: Sequence[np.ndarray], index: int) -> tuple[torch.Tensor, ...
     return tuple(torch.from_numpy(np.ascontiguousarray(a[index : index + 1])) for a in arrays)
 
 
-def load_pte_method(path: Path):
-    """The ``forward`` method of a .pte, loaded once, with the quantized kernels registered."""
+def load_pte_method(path: Path, method: str | None = None):
+    """A method of a .pte (default: its only one), loaded once, with the quantized kernels registered."""
     import executorch.kernels.quantized  # noqa: F401  registers embedding_byte & co. for quantized programs
     from executorch.runtime import Runtime
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no .pte at {path}")
-    return Runtime.get().load_program(path).load_method("forward")
+    program = Runtime.get().load_program(path)
+    if method is None:
+        if len(program.method_names) != 1:
+            raise ValueError(f"{path} has methods {sorted(program.method_names)}: name the one to run")
+        method = next(iter(program.method_names))
+    if method not in program.method_names:
+        raise ValueError(f"{path} has no method '{method}' (it has {sorted(program.method_names)})")
+    return program.load_method(method)
 
 
 def set_pte_threads(num_threads: int) -> None:
@@ -352,12 +384,12 @@ def set_pte_threads(num_threads: int) -> None:
     _unsafe_reset_threadpool(num_threads)
 
 
-def run_pte(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
-    """Logits [N, C] of a .pte run with ExecuTorch's runtime, one sample at a time (the program takes batch 1)."""
+def run_pte(path: Path, inputs: list[np.ndarray], method: str | None = None) -> np.ndarray:
+    """Logits [N, C] of a .pte method run with ExecuTorch's runtime, one sample at a time (batch 1)."""
     if not inputs or any(len(a) != len(inputs[0]) for a in inputs):
         raise ValueError("inputs must be the program's input arrays, all with the same number of samples N")
-    method = load_pte_method(path)
-    rows = [method.execute(list(_sample(inputs, i)))[0].numpy() for i in range(len(inputs[0]))]
+    loaded = load_pte_method(path, method)
+    rows = [loaded.execute(list(_sample(inputs, i)))[0].numpy() for i in range(len(inputs[0]))]
     return np.concatenate(rows, axis=0)
 
 
@@ -370,18 +402,18 @@ class ExecuTorchBackend(Backend):
     suffix = "pte"
     runtimes = ("executorch",)
 
-    def export(self, student, artifact, path, calibration):
-        return export_pte(student, artifact, path, calibration)
+    def export(self, student, artifact, path, calibration, lengths):
+        return export_pte(student, artifact, path, calibration, lengths)
 
-    def run_on_host(self, path, inputs, runtime):
-        return run_pte(path, inputs)
+    def run_on_host(self, path, inputs, runtime, method=None):
+        return run_pte(path, inputs, method)
 
-    def run_host_build(self, path, inputs, runtime):
+    def run_host_build(self, path, inputs, runtime, method=None):
         from toolkit.pte_runner import run_pte_with_runner
 
-        return run_pte_with_runner(path, inputs)
+        return run_pte_with_runner(path, inputs, method=method)
 
-    def run_emulated(self, device, artifact, path, inputs, **options):
+    def run_emulated(self, device, artifact, path, inputs, method=None, **options):
         from toolkit.emulate import run_pte_emulated
 
-        return run_pte_emulated(device, path, inputs, **options)
+        return run_pte_emulated(device, path, inputs, method=method, **options)

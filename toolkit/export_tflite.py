@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from toolkit.buckets import at_length, method_name
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path
 from toolkit.profiles import Artifact
 from toolkit.registry import Backend, get_recipe, recipe_names, register_backend, register_recipe
 from toolkit.rules import artifact_problems
 from toolkit.student import FixedLengthClassifier, XLNetStudent, example_inputs
-from toolkit.tflite_graph import enum_names, list_operators, operator_histogram, read_model, schema
+from toolkit.tflite_graph import compact, enum_names, list_operators, operator_histogram, read_model, schema
 
 
 class TfliteExportError(ToolkitError, RuntimeError):
@@ -106,14 +108,18 @@ def tflite_module(student: XLNetStudent, nnapi: bool) -> FixedLengthClassifier:
     return FixedLengthClassifier(copy.deepcopy(student).eval())  # conversion never touches the caller's student
 
 
-def convert_fp32(student: XLNetStudent, nnapi: bool = False) -> bytes:
-    """The float32 flatbuffer of the student at its fixed length, batch 1."""
+def convert_fp32(student: XLNetStudent, nnapi: bool = False, lengths: Sequence[int] | None = None) -> bytes:
+    """The float32 flatbuffer of the student, batch 1: one signature per length (``buckets.method_name``; default:
+    the student's longest). The converter stores each weight once, shared by the signatures' subgraphs."""
     import litert_torch
 
     _register_lowerings()
     module = tflite_module(student, nnapi)
+    converter = litert_torch
+    for length in sorted(lengths or [student.config.seq_len]):
+        converter = converter.signature(method_name(length), module, example_inputs(student.config, length))
     with torch.no_grad():
-        converted = litert_torch.convert(module, example_inputs(student.config))
+        converted = converter.convert()
     return bytes(converted.model_content())
 
 
@@ -188,14 +194,18 @@ def _quantization_recipe(recipe: str):
     return get_recipe("tflite", recipe).build()
 
 
-def signature_names(model: bytes) -> tuple[str, list[str]]:
-    """(signature key, input names in the exported positional order: args_0, args_1, ...)."""
+def signature_inputs(model: bytes) -> dict[str, list[str]]:
+    """{signature key: input names in the exported positional order (args_0, args_1, ...)}."""
     from ai_edge_litert.interpreter import Interpreter
 
     signatures = Interpreter(model_content=model).get_signature_list()
-    key = next(iter(signatures))
-    names = sorted(signatures[key]["inputs"], key=lambda n: int(n.rsplit("_", 1)[-1]))
-    return key, names
+    return {key: sorted(sig["inputs"], key=lambda n: int(n.rsplit("_", 1)[-1])) for key, sig in signatures.items()}
+
+
+def signature_length(key: str, model_lengths: Sequence[int]) -> int:
+    """The length a signature takes: ``forward_<length>``; a model without buckets takes its only length."""
+    suffix = key.rsplit("_", 1)[-1]
+    return int(suffix) if suffix.isdigit() else max(model_lengths)
 
 
 def _running_min_max(qsv: dict, new_qsv: dict) -> dict:
@@ -211,7 +221,8 @@ def _running_min_max(qsv: dict, new_qsv: dict) -> dict:
 
 
 def calibrate(model: bytes, recipe, calibration: list[np.ndarray]) -> dict:
-    """Tensor ranges {name: {min, max}} over real samples, one sample at a time (the graph is batch 1).
+    """Tensor ranges {name: {min, max}} over real samples, one sample at a time (the graph is batch 1); every
+    signature (length bucket) is calibrated on the samples at its own length (``buckets.at_length``).
 
     ai-edge-quantizer's calibrator shows its own progress bar.
     """
@@ -219,10 +230,13 @@ def calibrate(model: bytes, recipe, calibration: list[np.ndarray]) -> dict:
 
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(recipe)
-    key, names = signature_names(model)
-    samples = [{name: array[i : i + 1] for name, array in zip(names, calibration)} for i in range(len(calibration[0]))]
+    longest = calibration[0].shape[1]
+    samples = {}
+    for key, names in signature_inputs(model).items():
+        arrays = at_length(calibration, signature_length(key, [longest]))
+        samples[key] = [{name: array[i : i + 1] for name, array in zip(names, arrays)} for i in range(len(arrays[0]))]
     ranges = calibrator.Calibrator(model, num_threads=1, qsv_update_func=_running_min_max)
-    ranges.calibrate({key: samples}, manager)
+    ranges.calibrate(samples, manager)
     return ranges.get_model_qsvs()
 
 
@@ -275,18 +289,25 @@ def check_graph(model: bytes | Path | str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run_tflite(path: Path | str, inputs: list[np.ndarray], runtime: str = "ai-edge-litert") -> np.ndarray:
-    """Logits [N, C]: ``inputs`` are model_inputs arrays with a leading sample axis, run one sample at a time."""
+def run_tflite(
+    path: Path | str, inputs: list[np.ndarray], runtime: str = "ai-edge-litert", signature: str | None = None
+) -> np.ndarray:
+    """Logits [N, C] of ``signature`` (default: the model's first): ``inputs`` are model_inputs arrays with a
+    leading sample axis, run one sample at a time."""
     if runtime == "tflite-runtime":
         from toolkit.tflite_runtime_env import run_with_tflite_runtime
 
-        return run_with_tflite_runtime(path, inputs)
+        return run_with_tflite_runtime(path, inputs, signature)
     if runtime != "ai-edge-litert":
         raise ValueError(f"unknown tflite runtime '{runtime}': use ai-edge-litert or tflite-runtime")
     from ai_edge_litert.interpreter import Interpreter
 
     model = Path(path).read_bytes()
-    key, names = signature_names(model)
+    signatures = signature_inputs(model)
+    key = signature or next(iter(signatures))
+    if key not in signatures:
+        raise ValueError(f"{path} has no signature '{key}' (it has {sorted(signatures)})")
+    names = signatures[key]
     runner = Interpreter(model_content=model, num_threads=1).get_signature_runner(key)
     outputs = []
     for i in range(len(inputs[0])):
@@ -300,20 +321,23 @@ def export_tflite(
     artifact: Artifact,
     out_path: Path | str,
     calibration: list[np.ndarray] | None,
+    lengths: Sequence[int] | None = None,
     *,
     android_api_level: int = 30,
 ) -> dict:
-    """Convert, quantize and verify for the artifact's runtime, then write atomically; returns the details the
-    manifest records (recipe, operators, NNAPI coverage). Checking against the student is the pipeline's job."""
+    """Convert (one signature per length in ``lengths``), quantize and verify for the artifact's runtime, then write
+    atomically; returns the details the manifest records (recipe, operators, NNAPI coverage). Checking against the
+    student is the pipeline's job."""
     if artifact.format != "tflite":
         raise ValueError(f"{artifact.name} is not a tflite artifact")
     problems = artifact_problems(artifact.format, artifact.recipe, artifact.runtime, artifact.delegate)
     if problems:  # an Artifact built without validation (model_construct) must not slip through
         raise TfliteExportError(f"{artifact.name}: " + "; ".join(problems))
     nnapi = artifact.delegate == "nnapi"
-    model = quantize(convert_fp32(student, nnapi=nnapi), artifact.recipe, calibration)
+    model = compact(quantize(convert_fp32(student, nnapi=nnapi, lengths=lengths), artifact.recipe, calibration))
     check_graph(model)
-    details = {"recipe": artifact.recipe, "operators": operator_histogram(model)}
+    details = {"recipe": artifact.recipe, "operators": operator_histogram(model),
+               "sequence_length": max(lengths or [student.config.seq_len])}
     if nnapi:
         from toolkit.nnapi import analyse_coverage
 
@@ -336,18 +360,19 @@ class LiteRTBackend(Backend):
     suffix = "tflite"
     runtimes = ("ai-edge-litert", "tflite-runtime")
 
-    def export(self, student, artifact, path, calibration):
-        return export_tflite(student, artifact, path, calibration)
+    def export(self, student, artifact, path, calibration, lengths):
+        return export_tflite(student, artifact, path, calibration, lengths)
 
-    def run_on_host(self, path, inputs, runtime):
-        return run_tflite(path, inputs, runtime)
+    def run_on_host(self, path, inputs, runtime, method=None):
+        return run_tflite(path, inputs, runtime, method)
 
-    def run_emulated(self, device, artifact, path, inputs, **options):
+    def run_emulated(self, device, artifact, path, inputs, method=None, **options):
         from toolkit.emulate import run_tflite_emulated
         from toolkit.rules import emulated_delegate
 
         delegate = emulated_delegate(artifact["delegate"])
-        return run_tflite_emulated(device, artifact["runtime"], path, inputs, delegate=delegate, **options)
+        return run_tflite_emulated(device, artifact["runtime"], path, inputs, delegate=delegate, method=method,
+                                   **options)
 
 
 __all__ = [

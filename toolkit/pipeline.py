@@ -24,6 +24,8 @@ from typing import Callable
 import numpy as np
 
 from toolkit import __version__
+from toolkit import manifest
+from toolkit.buckets import picked_lengths, shares, token_counts
 from toolkit.checks import compare_logits, gate_against_student, pack_correct
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
@@ -31,7 +33,7 @@ from toolkit.distill import CostPrediction, DistillSettings, distill, release_me
 from toolkit.errors import ToolkitError, raise_if_interrupted
 from toolkit.files import atomic_write_json, sha256_file
 from toolkit.labels import LabelMatch, match_labels
-from toolkit.manifest import ArtifactRecord, specs_json
+from toolkit.manifest import ArtifactRecord, methods_json, specs_json
 from toolkit.profiles import Artifact, Profile, Tolerances
 from toolkit.registry import get_backend, get_recipe
 from toolkit.student import StudentConfig, XLNetStudent, input_specs, load_student, model_inputs, output_specs
@@ -143,15 +145,16 @@ def calibration_inputs(student, encoder, train: LabelledData, seed: int) -> list
     return encode_for(student, encoder, train.subset(picked))
 
 
-def export_artifact(student, artifact: Artifact, path: Path, calibration, bundle: Path) -> ArtifactRecord:
-    """Write one artifact (not yet valid) and its record; the format's backend does the work."""
-    details = get_backend(artifact.format).export(student, artifact, path, calibration)
-    return ArtifactRecord.for_file(artifact, path, bundle, student.config, details)
+def export_artifact(student, artifact: Artifact, path: Path, calibration, bundle: Path, lengths) -> ArtifactRecord:
+    """Write one artifact (not yet valid; one method per length bucket) and its record; the format's backend does
+    the work."""
+    details = get_backend(artifact.format).export(student, artifact, path, calibration, lengths)
+    return ArtifactRecord.for_file(artifact, path, bundle, student.config, details, lengths)
 
 
 def run_on_host(record: ArtifactRecord, path: Path, inputs: list[np.ndarray]) -> np.ndarray:
-    """Logits from the runtime the artifact ships for, on the host (ExecuTorch, ai-edge-litert, tflite-runtime)."""
-    return get_backend(record.format).run_on_host(path, inputs, record.runtime)
+    """Logits from the runtime the artifact ships for, on the host, each example in the bucket an app picks."""
+    return manifest.run_on_host(record.to_json(), path, inputs)
 
 
 def confusion_matrix(logits: np.ndarray, labels: np.ndarray, classes: int) -> list[list[int]]:
@@ -166,8 +169,24 @@ def host_check(record, path, inputs, labels, reference, tolerances: Tolerances) 
     result = compare_logits(f"host {record.runtime} vs eager fp32 student", reference, candidate, labels)
     result = gate_against_student(result, tolerances, get_recipe(record.format, record.recipe).exact)
     result.details.update(kind="host", confusion=confusion_matrix(candidate, labels, reference.shape[1]),
-                          correct_bits=pack_correct(candidate.argmax(1) == labels))  # for paired comparisons
+                          correct_bits=pack_correct(candidate.argmax(1) == labels),  # for paired comparisons
+                          buckets=bucket_figures(record.lengths, inputs, reference, candidate, labels))
     return {"kind": "host", **result.to_json()}
+
+
+def bucket_figures(lengths, inputs, reference, candidate, labels) -> list[dict]:
+    """Per length bucket: how many examples ran in it, their accuracy and max |logit diff| vs the eager student."""
+    picked = picked_lengths(token_counts(inputs), lengths)
+    figures = []
+    for length in lengths:
+        rows = picked == length
+        figures.append({
+            "sequence_length": int(length),
+            "examples": int(rows.sum()),
+            "accuracy": float((candidate[rows].argmax(1) == labels[rows]).mean()) if rows.any() else None,
+            "max_abs_logit_diff": float(np.abs(candidate[rows] - reference[rows]).max()) if rows.any() else None,
+        })
+    return figures
 
 
 
@@ -209,7 +228,7 @@ def stage_export_and_check(spec, distilled: Distilled, bundle: Path, work: Path,
         path = work / "unchecked" / f"{artifact.name}.{suffix}"
         started = time.time()
         raise_if_interrupted()
-        record = export_artifact(student, artifact, path, calibration, bundle)
+        record = export_artifact(student, artifact, path, calibration, bundle, spec.profile.lengths)
         timings["export"] += time.time() - started
         started = time.time()
         raise_if_interrupted()
@@ -262,9 +281,11 @@ def stage_emulate(spec, records, distilled: Distilled, bundle: Path, work: Path,
     workers = min(EMULATOR_WORKERS, len(todo))
     log(f"{len(todo)} artifacts x {len(subset)} dev samples on emulated {spec.profile.device.qemu_cpu} "
         f"({workers} at a time)")
+    lengths = spec.profile.lengths
+    eval_shares = shares(picked_lengths(token_counts(distilled.dev_inputs), lengths), lengths)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(validate_artifact, record.to_json(), bundle, spec.profile, inputs, labels,
-                               distilled.reference[subset]) for record in todo]
+                               distilled.reference[subset], eval_shares) for record in todo]
         for record, future in zip(todo, futures):  # results in the profile's order
             outcome = future.result()
             check = {"kind": "emulator", **outcome.check.to_json()}
@@ -277,7 +298,9 @@ def stage_emulate(spec, records, distilled: Distilled, bundle: Path, work: Path,
                 f"{outcome.emulator['instructions_per_inference']:,} instructions/inference -> "
                 f"~{outcome.emulator['estimated_latency_ms']:.2f} ms on 1 thread "
                 f"({outcome.emulator.get('estimate_method', 'instructions')} estimate)"
-                + (f", ~{threads['estimated_latency_ms']:.2f} ms on {threads['threads']}" if threads else ""))
+                + (f", ~{threads['estimated_latency_ms']:.2f} ms on {threads['threads']}" if threads else "")
+                + (f"; over the dev set's lengths ~{outcome.emulator['expected_latency_ms']:.2f} ms on 1 thread"
+                   if outcome.emulator.get("expected_latency_ms") else ""))
             if not check["passed"]:
                 reject(record, bundle)
 
@@ -292,7 +315,7 @@ def stage_selftest(spec, plan: Plan, records, distilled: Distilled, bundle: Path
     document = build_selftest(
         bundle, [r.to_json() for r in records], distilled.encoder, distilled.student.config, golden.texts,
         golden.pairs, [plan.labels.names[i] for i in golden.labels], spec.profile.validation.tolerances,
-        step_inputs=distilled.subset_inputs(subset),
+        step_inputs=distilled.subset_inputs(subset), lengths=spec.profile.lengths,
     )
     return write_selftest(bundle, document)
 
@@ -428,7 +451,7 @@ def draft_manifest(spec, plan: Plan) -> dict:
         ArtifactRecord(
             name=a.name, file=f"models/{a.name}.{a.format}", format=a.format, recipe=a.recipe, runtime=a.runtime,
             delegate=a.delegate, sha256=zero, bytes=1, inputs=specs_json(input_specs(plan.student)),
-            outputs=specs_json(output_specs(plan.student)),
+            outputs=specs_json(output_specs(plan.student)), methods=methods_json(plan.student, spec.profile.lengths),
         )
         for a in spec.profile.artifacts
     ]
@@ -609,7 +632,8 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
 
     started = timed(5, names[4])
     tokenizer_path = distilled.encoder.export_portable(bundle / "tokenizer.json",
-                                                       seq_len=distilled.student.config.seq_len)
+                                                       seq_len=distilled.student.config.seq_len,
+                                                       lengths=spec.profile.lengths)
     atomic_write_json(bundle / "labels.json", plan.labels.names)
     selftest = stage_selftest(staged, plan, records, distilled, bundle)
     stages["bundle"] = {"seconds": round(time.time() - started, 1)}

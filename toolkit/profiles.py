@@ -173,7 +173,12 @@ class Profile(Strict):
     description: str
     device: Device
     budgets: Budgets
-    sequence_length: int = Field(ge=8, le=512)
+    sequence_length: int = Field(ge=8, le=512, description="The longest input, in tokens: longer texts are cut.")
+    sequence_lengths: list[int] | None = Field(
+        default=None,
+        description="Length buckets: one artifact holds one method (.pte) / signature (.tflite) per length and the "
+        "app runs the smallest that holds the text. The largest must be sequence_length. Default: just that one.",
+    )
     student: StudentConstraints
     artifacts: list[Artifact] = Field(min_length=1)
     validation: Validation
@@ -185,7 +190,21 @@ class Profile(Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"artifacts listed twice: {duplicates}")
+        if self.sequence_lengths is not None:
+            lengths = self.sequence_lengths
+            if len(set(lengths)) != len(lengths) or any(n < 8 for n in lengths):
+                raise ValueError(f"sequence_lengths {lengths}: each length once, and none shorter than 8 tokens")
+            if max(lengths) != self.sequence_length:
+                raise ValueError(f"sequence_lengths {lengths}: the largest must be sequence_length "
+                                 f"({self.sequence_length}), the length longer texts are cut to")
         return self
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """The length buckets, shortest first; the last is ``sequence_length`` (a copy of the profile made with a
+        shorter ``sequence_length`` keeps only the buckets below it)."""
+        kept = {n for n in self.sequence_lengths or () if n <= self.sequence_length}
+        return tuple(sorted(kept | {self.sequence_length}))
 
 
 class ProfileError(ToolkitError, ValueError):

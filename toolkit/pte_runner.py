@@ -215,8 +215,11 @@ def _error_text(result: subprocess.CompletedProcess) -> str:
     return "\n".join(useful[-8:] or lines[-10:])
 
 
-def run_pte_with_runner(pte: Path, inputs: list[np.ndarray], runner: Path | None = None) -> np.ndarray:
-    """Run ``pte`` on the host with the C++ runner; ``inputs[i]`` has a leading sample axis N. Returns logits [N, C].
+def run_pte_with_runner(
+    pte: Path, inputs: list[np.ndarray], runner: Path | None = None, method: str | None = None
+) -> np.ndarray:
+    """Run ``pte``'s ``method`` (default: its only one) on the host with the C++ runner; ``inputs[i]`` has a leading
+    sample axis N. Returns logits [N, C].
 
     ``runner`` defaults to the host build (:func:`build_runner`). The program itself has batch 1: sample n is
     ``inputs[i][n:n+1]``, in the program's input order.
@@ -229,6 +232,8 @@ def run_pte_with_runner(pte: Path, inputs: list[np.ndarray], runner: Path | None
         inputs_path, outputs_path = Path(work, "inputs.bin"), Path(work, "outputs.bin")
         num_samples = write_samples(inputs, inputs_path)
         command = [str(runner), str(pte), str(inputs_path), str(outputs_path), str(num_samples)]
+        if method:
+            command += ["1", method]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise RunnerError(f"pte_runner failed on {pte} (exit code {result.returncode}):\n{_error_text(result)}")

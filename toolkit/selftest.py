@@ -13,8 +13,9 @@ tolerance an app must meet. The tolerance is the one the toolkit's emulator chec
 One JSON file for every format (an ExecuTorch BundledProgram would cover only ``.pte``); the manifest lists it with
 its SHA-256 (``manifest["selftest"]``), and the apps verify that digest before trusting the expected outputs.
 
-    {"format": "xlnet-edge-selftest", "version": 1, "seq_len": 128, "mask_input": "attention_mask",
-     "examples": [{"text": ..., "pair": null, "label": "positive",
+    {"format": "xlnet-edge-selftest", "version": 1, "seq_len": 128, "sequence_lengths": [32, 64, 128],
+     "mask_input": "attention_mask",
+     "examples": [{"text": ..., "pair": null, "label": "positive", "sequence_length": 32,
                    "input_ids": [...], "attention_mask": [...], "token_type_ids": [...]}, ...],
      "artifacts": {"pte-fp32": {"sha256": ..., "runtime": "executorch", "recipe": "fp32", "float": true,
                                 "atol": 0.0001, "tolerance": "...", "logits": [[...], ...]}, ...}}
@@ -29,7 +30,9 @@ import numpy as np
 
 from toolkit.files import atomic_write_json, sha256_file
 from toolkit.profiles import Tolerances
-from toolkit.registry import get_backend, get_recipe
+from toolkit.buckets import pick_length
+from toolkit.manifest import run_on_host
+from toolkit.registry import get_recipe
 from toolkit.student import StudentConfig, model_inputs
 from toolkit.tokenizer import XLNetTextEncoder
 
@@ -56,8 +59,9 @@ def golden_indices(labels: Sequence[int], candidates: Sequence[int], count: int 
 
 
 def host_logits(artifact: dict, path: Path, inputs: list[np.ndarray]) -> np.ndarray:
-    """Logits [N, C] of the artifact's own runtime on the host (the reference the device must reproduce)."""
-    return get_backend(artifact["format"]).run_on_host(path, inputs, artifact["runtime"])
+    """Logits [N, C] of the artifact's own runtime on the host (the reference the device must reproduce), each
+    example in the length bucket an app picks for it."""
+    return run_on_host(artifact, path, inputs)
 
 
 def tolerance_for(is_float: bool, tolerances: Tolerances, step_logits: np.ndarray | None) -> tuple[float, str]:
@@ -86,23 +90,28 @@ def build_selftest(
     tolerances: Tolerances,
     step_inputs: list[np.ndarray] | None = None,
     run: HostRun = host_logits,
+    lengths: Sequence[int] | None = None,
 ) -> dict:
     """The selftest document for ``texts`` (the golden examples) and every valid artifact record (manifest dicts).
 
     ``step_inputs`` are the model inputs the int8 quantization step is measured on (the emulator validation
-    subset); without them the golden inputs themselves are used.
+    subset); without them the golden inputs themselves are used. ``lengths``: the artifacts' length buckets; each
+    example's ids are stored at the length an app runs it in (``sequence_length``).
     """
     batch = encoder.encode(list(texts), None if pairs is None else list(pairs), seq_len=config.seq_len)
     inputs = model_inputs(config, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    lengths = sorted(lengths or [config.seq_len])
     examples = []
     for i, text in enumerate(texts):
+        length = pick_length(int(np.asarray(batch.attention_mask[i]).sum()), lengths)  # the app's bucket
         examples.append({
             "text": text,
             "pair": None if pairs is None else pairs[i],
             "label": label_names[i],
-            "input_ids": batch.input_ids[i].tolist(),
-            "attention_mask": batch.attention_mask[i].tolist(),
-            "token_type_ids": batch.token_type_ids[i].tolist(),
+            "sequence_length": length,
+            "input_ids": batch.input_ids[i][-length:].tolist(),
+            "attention_mask": batch.attention_mask[i][-length:].tolist(),
+            "token_type_ids": batch.token_type_ids[i][-length:].tolist(),
         })  # fmt: skip
     expected = {}
     for artifact in artifacts:
@@ -131,6 +140,7 @@ def build_selftest(
         "about": "Golden inputs for the sample apps' self-tests: the apps' tokenizers must give these ids, and each "
         "artifact's logits must equal the host run of its runtime within atol (see toolkit/selftest.py).",
         "seq_len": config.seq_len,
+        "sequence_lengths": lengths,
         "mask_input": config.mask_input,
         "examples": examples,
         "artifacts": expected,

@@ -499,9 +499,9 @@ class FixedLengthClassifier(nn.Module):
         return self.student(input_ids, mask, token_type_ids[0] if token_type_ids else None)
 
 
-def input_specs(config: StudentConfig) -> list[TensorSpec]:
-    """Names, dtypes and shapes of the exported program's inputs, in order."""
-    length = config.seq_len
+def input_specs(config: StudentConfig, length: int | None = None) -> list[TensorSpec]:
+    """Names, dtypes and shapes of the exported program's inputs, in order (at ``length``, default the longest)."""
+    length = length or config.seq_len
     mask = (
         TensorSpec("attention_mask", "int32", (1, length))
         if config.mask_input == "attention_mask"
@@ -518,12 +518,12 @@ def output_specs(config: StudentConfig) -> list[TensorSpec]:
 
 
 def model_inputs(config: StudentConfig, input_ids, attention_mask, token_type_ids=None) -> list:
-    """Numpy arrays [N, L] in the exported input order, from an encoded batch (N samples of the fixed length)."""
+    """Numpy arrays [N, L] in the exported input order, from an encoded batch (N samples of one length L)."""
     import numpy as np
 
     ids = np.asarray(input_ids, dtype=np.int32)
-    if ids.shape[1] != config.seq_len:
-        raise ValueError(f"inputs have length {ids.shape[1]}, the student was built for {config.seq_len}")
+    if ids.shape[1] > config.seq_len:
+        raise ValueError(f"inputs have length {ids.shape[1]}, the student was built for up to {config.seq_len}")
     mask = np.asarray(attention_mask)
     if config.mask_input == "attention_mask":
         mask = mask.astype(np.int32)
@@ -535,11 +535,11 @@ def model_inputs(config: StudentConfig, input_ids, attention_mask, token_type_id
     return arrays
 
 
-def example_inputs(config: StudentConfig) -> tuple[torch.Tensor, ...]:
-    """One batch-1 sample (a few tokens, left-padded) for tracing and exporting."""
+def example_inputs(config: StudentConfig, length: int | None = None) -> tuple[torch.Tensor, ...]:
+    """One batch-1 sample (a few tokens, left-padded to ``length``, default the longest) for tracing and exporting."""
     import numpy as np
 
-    length = config.seq_len
+    length = length or config.seq_len
     ids = np.full((1, length), 5, dtype=np.int32)
     ids[0, -4:] = [min(20, config.vocab_size - 1), min(21, config.vocab_size - 1), 4, 3]
     mask = np.zeros((1, length), dtype=np.int32)

@@ -6,6 +6,7 @@ the tflite-runtime loadability check; it imports neither of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +69,58 @@ def operator_histogram(model: bytes | Path | str) -> dict[str, int]:
         key = f"{op.name} v{op.version}"
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
+
+
+_PACKAGE_PREFIX = re.compile(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Z])")  # "toolkit.student." before "XLNetStudent_student"
+
+
+def compact(model: bytes) -> bytes:
+    """The same model in fewer bytes: what a model with one signature per length bucket would otherwise repeat.
+
+    * Quantization parameters: a weight shared by several signatures' subgraphs is one buffer, but ai-edge-quantizer
+      gives each subgraph's tensor its own copy of the per-channel scales (the embedding's alone are ~12 bytes per
+      vocabulary row). Identical parameter tables are written once and referenced by every tensor (a flatbuffer
+      table may be referenced from several places).
+    * Tensor names lose their Python package paths (``toolkit.student.XLNetStudent_student`` ->
+      ``XLNetStudent_student``): the module path that makes them readable stays.
+    * Weights the quantizer wrote after the flatbuffer (``offset``/``size``) are stored inline, as the converter
+      does for models of this size.
+    """
+    import flatbuffers
+    import numpy as np
+
+    parsed = read_model(model)
+    for buffer in parsed.buffers:
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(model[buffer.offset : buffer.offset + buffer.size], dtype=np.uint8)
+            buffer.offset = buffer.size = 0
+    shared: dict = {}
+    for subgraph in parsed.subgraphs:
+        for tensor in subgraph.tensors:
+            if tensor.name is not None:
+                tensor.name = _PACKAGE_PREFIX.sub("", tensor.name.decode()).encode()
+            if tensor.quantization is not None:
+                tensor.quantization = shared.setdefault(_quantization_key(tensor.quantization), tensor.quantization)
+    params_class = schema().QuantizationParametersT
+    pack, packed = params_class.Pack, {}
+
+    def pack_once(params, builder):
+        if id(params) not in packed:
+            packed[id(params)] = pack(params, builder)
+        return packed[id(params)]
+
+    params_class.Pack = pack_once  # only while this model is written
+    try:
+        builder = flatbuffers.Builder(len(model))
+        builder.Finish(parsed.Pack(builder), file_identifier=b"TFL3")
+    finally:
+        params_class.Pack = pack
+    return bytes(builder.Output())
+
+
+def _quantization_key(params) -> tuple:
+    import numpy as np
+
+    arrays = tuple(None if getattr(params, f) is None else np.asarray(getattr(params, f)).tobytes()
+                   for f in ("min", "max", "scale", "zeroPoint"))
+    return arrays, params.quantizedDimension, params.detailsType, repr(vars(params.details)) if params.details else None

@@ -40,17 +40,18 @@ command, model_path = sys.argv[1], sys.argv[2]
 try:
     interpreter = Interpreter(model_path=model_path, num_threads=1)
     interpreter.allocate_tensors()
+    signatures = interpreter.get_signature_list()
+    runners = {key: interpreter.get_signature_runner(key) for key in signatures}  # every length bucket loads
 except Exception as err:  # the resolver's message names the missing op and version
     print(json.dumps({"loaded": False, "error": str(err)}))
     sys.exit(0)
 if command == "load":
     print(json.dumps({"loaded": True}))
     sys.exit(0)
-inputs = [np.load(p) for p in sys.argv[4:]]
-signatures = interpreter.get_signature_list()
-key = next(iter(signatures))
+key = sys.argv[4] or next(iter(signatures))
+inputs = [np.load(p) for p in sys.argv[5:]]
 names = sorted(signatures[key]["inputs"], key=lambda n: int(n.rsplit("_", 1)[-1]))
-runner = interpreter.get_signature_runner(key)
+runner = runners[key]
 outputs = []
 for i in range(len(inputs[0])):
     result = runner(**{n: a[i : i + 1] for n, a in zip(names, inputs)})
@@ -129,15 +130,15 @@ def require_loadable_by_tflite_runtime(path: Path | str) -> None:
     raise TfliteRuntimeError(f"tflite-runtime {TFLITE_RUNTIME_VERSION} cannot load {Path(path).name}: {error}")
 
 
-def run_with_tflite_runtime(path: Path | str, inputs: list[np.ndarray]) -> np.ndarray:
-    """Logits [N, C] from tflite-runtime 2.14 (batch-1 model, one sample at a time)."""
+def run_with_tflite_runtime(path: Path | str, inputs: list[np.ndarray], signature: str | None = None) -> np.ndarray:
+    """Logits [N, C] from tflite-runtime 2.14 running ``signature`` (default: the first), one sample at a time."""
     with tempfile.TemporaryDirectory(prefix="tflrt-") as tmp:
         files = []
         for i, array in enumerate(inputs):
             files.append(str(Path(tmp) / f"input_{i}.npy"))
             np.save(files[-1], np.ascontiguousarray(array))
         out = Path(tmp) / "logits.npy"
-        answer = _call_worker(["run", str(path), str(out), *files])
+        answer = _call_worker(["run", str(path), str(out), signature or "", *files])
         if not answer["loaded"]:
             require_loadable_by_tflite_runtime(path)  # raises with the op/version when that is the cause
             raise TfliteRuntimeError(answer["error"])

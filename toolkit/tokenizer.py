@@ -428,9 +428,10 @@ class XLNetTextEncoder:
         return ids_a, self.text_ids(pairs)
 
     # ---- portable form ----
-    def export_portable(self, path: Path | str, seq_len: int = 128) -> Path:
-        """Write the self-contained ``tokenizer.json`` the sample apps read (format described in it)."""
-        text = json.dumps(portable_spec(self, seq_len), ensure_ascii=False, separators=(",", ":"))
+    def export_portable(self, path: Path | str, seq_len: int = 128, lengths: Sequence[int] | None = None) -> Path:
+        """Write the self-contained ``tokenizer.json`` the sample apps read (format described in it); ``lengths``:
+        the model's length buckets (default: ``seq_len`` only)."""
+        text = json.dumps(portable_spec(self, seq_len, lengths), ensure_ascii=False, separators=(",", ":"))
         return atomic_write_text(path, text + "\n")
 
 
@@ -547,7 +548,7 @@ _WHITESPACE = [0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x85, 0xA0, 0x1680, *range(0x
                0x2028, 0x2029, 0x202F, 0x205F, 0x3000]  # Unicode White_Space (Rust char::is_whitespace)
 
 
-def portable_spec(encoder: XLNetTextEncoder, seq_len: int) -> dict[str, Any]:
+def portable_spec(encoder: XLNetTextEncoder, seq_len: int, lengths: Sequence[int] | None = None) -> dict[str, Any]:
     """The portable tokenizer as a JSON-able dict (see ``sample_apps/raspberry_pi/xlnet_tokenizer.py``)."""
     segmenter = encoder._segmenter
     vocab = [[piece, float(score)] for piece, score in segmenter._vocab]
@@ -621,4 +622,8 @@ def portable_spec(encoder: XLNetTextEncoder, seq_len: int) -> dict[str, Any]:
                                   "(equal lengths: A counts as shorter), the longer the rest. <sep>/<cls> always stay")},
         "padding": {"side": "left", "pad_id": PAD_ID, "pad_type_id": TYPE_PAD, "attention_mask_pad": 0},
         "sequence_length": seq_len,
+        "sequence_lengths": sorted(lengths or [seq_len]),
+        "bucketing": ("the model has one method/signature per length in sequence_lengths: encode at the shortest "
+                      "length that holds every token of the text (specials included); a longer text is cut to "
+                      "sequence_length"),
     }

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.buckets import at_length, expected_latency_ms, method_name, picked_lengths, shares, token_counts
 from toolkit.checks import CheckResult, compare_logits, gate_emulator_vs_host
+from toolkit.manifest import artifact_lengths
 from toolkit.profiles import Profile
 from toolkit.registry import get_backend, get_recipe
 
@@ -47,17 +49,18 @@ def validation_subset(num_examples: int, profile: Profile) -> list[int]:
     return sorted(rng.choice(num_examples, size=size, replace=False).tolist())
 
 
-def host_logits(artifact: dict, model: Path, inputs: list[np.ndarray]) -> np.ndarray:
+def host_logits(artifact: dict, model: Path, inputs: list[np.ndarray], method: str | None = None) -> np.ndarray:
     """The artifact's logits from the host build of the runtime the emulated device runs."""
-    return get_backend(artifact["format"]).run_host_build(model, inputs, artifact["runtime"])
+    return get_backend(artifact["format"]).run_host_build(model, inputs, artifact["runtime"], method)
 
 
 def emulated_run(
     artifact: dict, model: Path, inputs: list[np.ndarray], profile: Profile, *, profile_cycles: bool = False,
-    threads: int = 1,
+    threads: int = 1, method: str | None = None,
 ):
     backend = get_backend(artifact["format"])
-    return backend.run_emulated(profile.device, artifact, model, inputs, profile_cycles=profile_cycles, threads=threads)
+    return backend.run_emulated(profile.device, artifact, model, inputs, method=method,
+                                profile_cycles=profile_cycles, threads=threads)
 
 
 def quantization_step(reference: np.ndarray) -> float:
@@ -72,6 +75,35 @@ def steady_state_instructions(counts: list[int]) -> int | None:
     return int(statistics.median(steady)) if steady else None
 
 
+@dataclass
+class BucketRun:
+    """One length bucket on the emulated device: the subset examples an app runs in it, plus (when fewer than two)
+    other examples cut to this length, so that every bucket is timed on a warm inference."""
+
+    length: int
+    method: str | None
+    rows: np.ndarray  # subset examples an app runs in this bucket
+    inputs: list[np.ndarray]  # rows first, then the timing-only extras
+    host: np.ndarray
+    run: object  # EmulatedRun
+
+
+def run_buckets(artifact: dict, model: Path, profile: Profile, inputs: list[np.ndarray], profile_cycles: bool):
+    """Host build and emulated device on each bucket's examples, every bucket run with its own method."""
+    lengths = artifact_lengths(artifact)
+    picked = picked_lengths(token_counts(inputs), lengths)
+    runs = []
+    for length in lengths:
+        rows = np.flatnonzero(picked == length)
+        extras = np.flatnonzero(picked != length)[: max(0, 2 - len(rows))]
+        arrays = at_length([a[np.concatenate([rows, extras])] for a in inputs], length)
+        method = method_name(length) if artifact.get("methods") else None
+        host = host_logits(artifact, model, arrays, method)
+        run = emulated_run(artifact, model, arrays, profile, profile_cycles=profile_cycles, method=method)
+        runs.append(BucketRun(length, method, rows, arrays, host, run))
+    return runs
+
+
 def validate_artifact(
     artifact: dict,
     bundle_dir: Path,
@@ -79,24 +111,44 @@ def validate_artifact(
     inputs: list[np.ndarray],
     labels: np.ndarray,
     student_reference: np.ndarray,
+    eval_shares: dict[int, float] | None = None,
 ) -> EmulatorOutcome:
-    """Host vs emulator for one artifact on the subset ``inputs`` (already the validation subset)."""
+    """Host vs emulator for one artifact on the subset ``inputs`` (already the validation subset, at the longest
+    length), every example in the length bucket an app picks for it; each bucket is timed.
+
+    ``eval_shares``: the share of the whole eval set an app runs in each bucket, for the expected latency (default:
+    the subset's own shares).
+    """
     from toolkit.cycles import cycle_model_problem
     from toolkit.emulate import estimate_latency_ms
 
     model = bundle_dir / artifact["file"]
     is_float = get_recipe(artifact["format"], artifact["recipe"]).is_float
-    host = host_logits(artifact, model, inputs)
     no_cycles = cycle_model_problem(profile.device)
-    run = emulated_run(artifact, model, inputs, profile, profile_cycles=no_cycles is None)
-    check = compare_logits(f"emulator {profile.device.qemu_cpu} vs host {artifact['runtime']}", host, run.logits, labels)
+    buckets = run_buckets(artifact, model, profile, inputs, profile_cycles=no_cycles is None)
+    host = np.zeros_like(student_reference, dtype=np.float32)
+    emulated = np.zeros_like(host)
+    extra_host, extra_emulated = [], []
+    for bucket in buckets:
+        count = len(bucket.rows)
+        host[bucket.rows], emulated[bucket.rows] = bucket.host[:count], bucket.run.logits[:count]
+        extra_host.append(bucket.host[count:])
+        extra_emulated.append(bucket.run.logits[count:])
+    cpu, runtime = buckets[0].run.cpu, buckets[0].run.runtime
+    check = compare_logits(f"emulator {profile.device.qemu_cpu} vs host {artifact['runtime']}", host, emulated, labels)
     check = gate_emulator_vs_host(check, profile.validation.tolerances, is_float, None if is_float else quantization_step(host))
+    extras = compare_logits("timing-only inputs", np.concatenate(extra_host), np.concatenate(extra_emulated))
+    if extras.samples:  # the extra inputs must agree too: they are what the bucket's latency was measured on
+        extras = gate_emulator_vs_host(extras, profile.validation.tolerances, is_float,
+                                       None if is_float else quantization_step(host))
+        check.failures += [f"{failure} (inputs run only to time a bucket)" for failure in extras.failures]
+        check.passed = check.passed and extras.passed
     student_accuracy = float((student_reference.argmax(1) == labels).mean())
     host_accuracy = float((host.argmax(1) == labels).mean())
     check.details.update(
         kind="emulator",
-        cpu=run.cpu,
-        runtime=run.runtime,
+        cpu=cpu,
+        runtime=runtime,
         host_accuracy=host_accuracy,
         student_accuracy=student_accuracy,
         emulator_accuracy=check.accuracy,
@@ -106,43 +158,71 @@ def validate_artifact(
     if drop > profile.validation.tolerances.max_accuracy_drop_points + _subset_noise_points(len(labels)):
         check.failures.append(f"emulator accuracy {check.accuracy:.4f} is {drop:.1f} points below the student's")
         check.passed = False
-    instructions = steady_state_instructions(run.instructions_per_inference)
-    latency = estimate_latency_ms(instructions, profile.device) if instructions else None
+
+    per_bucket = []
+    for bucket in buckets:
+        instructions = steady_state_instructions(bucket.run.instructions_per_inference)
+        figures = {
+            "instructions_per_inference": instructions,
+            "estimated_latency_ms": estimate_latency_ms(instructions, profile.device) if instructions else None,
+            "estimate_method": "instructions",
+        }
+        if no_cycles is None and bucket.run.profile is not None:
+            figures.update(_cycle_fields(artifact, model, bucket, profile))
+            figures["instructions_estimate_ms"] = estimate_latency_ms(instructions, profile.device)
+        per_bucket.append(figures)
+    longest = per_bucket[-1]  # the fixed-length figure: what every input costs without buckets
     emulator = {
-        "cpu": run.cpu,
-        "runtime": run.runtime,
+        "cpu": cpu,
+        "runtime": runtime,
         "samples": len(labels),
-        "instructions_per_inference": instructions,
-        "estimated_latency_ms": latency,
-        "latency_budget_ms": profile.budgets.latency_ms,
-        "within_budget": latency is not None and latency <= profile.budgets.latency_ms,
-        "wall_seconds": round(run.wall_seconds, 2),
         "assumption": (
             f"estimate = guest instructions per inference (median, first excluded) / {profile.device.instructions_per_ns}"
             f" instructions per ns on one {profile.device.cpu_model} core (the profile's stated clock x sustained IPC); "
             "caches, memory bandwidth and stalls are not modelled"
             + (f" (no cycle estimate: {no_cycles})" if no_cycles else "")
         ),
-        "estimate_method": "instructions",
+        **longest,  # a cycle estimate brings its own assumption
+        "latency_budget_ms": profile.budgets.latency_ms,
+        "within_budget": longest["estimated_latency_ms"] is not None
+        and longest["estimated_latency_ms"] <= profile.budgets.latency_ms,
+        "wall_seconds": round(sum(b.run.wall_seconds for b in buckets), 2),
     }
-    if no_cycles is None and run.profile is not None:
-        emulator.update(_cycle_fields(artifact, model, inputs, profile, run))
-        emulator["instructions_estimate_ms"] = latency
-        emulator["within_budget"] = emulator["estimated_latency_ms"] <= profile.budgets.latency_ms
+    if len(buckets) > 1:
+        lengths = [b.length for b in buckets]
+        bucket_shares = eval_shares or shares(picked_lengths(token_counts(inputs), lengths), lengths)
+        emulator["buckets"] = [
+            {"sequence_length": b.length, "method": b.method, "samples": len(b.rows),
+             "eval_share": bucket_shares.get(b.length, 0.0), **_bucket_summary(figures)}
+            for b, figures in zip(buckets, per_bucket)
+        ]
+        by_length = {b.length: f["estimated_latency_ms"] for b, f in zip(buckets, per_bucket)}
+        emulator["expected_latency_ms"] = (expected_latency_ms(by_length, bucket_shares)
+                                           if None not in by_length.values() else None)
     return EmulatorOutcome(check, emulator)
 
 
-def _cycle_fields(artifact: dict, model: Path, inputs: list[np.ndarray], profile: Profile, run) -> dict:
-    """The cycle estimate of the run's last inference, and of ``device.threads`` threads in a second short run."""
+def _bucket_summary(figures: dict) -> dict:
+    """A bucket's latency figures without the cycle estimate's full breakdown (kept for the longest bucket)."""
+    summary = {k: figures[k] for k in ("instructions_per_inference", "estimated_latency_ms", "estimate_method",
+                                       "instructions_estimate_ms") if k in figures}
+    if "threads" in figures:
+        summary["threads_latency_ms"] = figures["threads"]["estimated_latency_ms"]
+    return summary
+
+
+def _cycle_fields(artifact: dict, model: Path, bucket: BucketRun, profile: Profile) -> dict:
+    """The cycle estimate of a bucket run's last inference, and of ``device.threads`` threads in a second short run."""
     from toolkit.cycles import latency_record, threads_record
     from toolkit.emulate import estimate_cycles
 
     device = profile.device
-    one = estimate_cycles(run, device)
+    one = estimate_cycles(bucket.run, device)
     fields = latency_record(one, device)
     if device.threads > 1:
-        short = [a[:2] for a in inputs]  # one warm-up inference, then the profiled one
-        threaded = emulated_run(artifact, model, short, profile, profile_cycles=True, threads=device.threads)
+        short = [a[:2] for a in bucket.inputs]  # one warm-up inference, then the profiled one
+        threaded = emulated_run(artifact, model, short, profile, profile_cycles=True, threads=device.threads,
+                                method=bucket.method)
         fields["threads"] = threads_record(estimate_cycles(threaded, device), one)
     return fields
 

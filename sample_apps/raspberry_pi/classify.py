@@ -188,11 +188,13 @@ class TfliteClassifier:
             raise BundleError(f"{artifact['name']} is a {artifact['format']} model; this app runs .tflite "
                               "(use cpp/classify_pte for .pte)")  # fmt: skip
         self.bundle, self.artifact = bundle, artifact
-        self.specs = artifact["inputs"]
-        self.seq_len = int(self.specs[0]["shape"][-1])
-        if bundle.tokenizer.seq_len != self.seq_len:
-            raise BundleError(f"tokenizer.json is for length {bundle.tokenizer.seq_len} but {artifact['name']} takes "
-                              f"{self.seq_len} tokens: the bundle mixes files from different exports")  # fmt: skip
+        # One signature per length bucket (manifest "methods"); a bundle without buckets has one, named by its file.
+        methods = artifact.get("methods") or [{"name": None, "sequence_length": artifact["inputs"][0]["shape"][-1],
+                                               "inputs": artifact["inputs"]}]
+        lengths = [int(m["sequence_length"]) for m in methods]
+        if bundle.tokenizer.lengths != sorted(lengths):
+            raise BundleError(f"tokenizer.json is for lengths {bundle.tokenizer.lengths} but {artifact['name']} takes "
+                              f"{sorted(lengths)} tokens: the bundle mixes files from different exports")  # fmt: skip
         self.mask_value = float(bundle.config.get("mask_value", 30.0))
         content = bundle.read_verified(artifact)  # path and checksum checked before anything loads it
         self.runtime, interpreter_class = load_interpreter_class(runtime)
@@ -201,19 +203,28 @@ class TfliteClassifier:
         signatures = interpreter.get_signature_list()
         if not signatures:
             raise BundleError(f"{path} has no signature; re-export it with the toolkit")
-        self.runner = interpreter.get_signature_runner(next(iter(signatures)))
-        self.input_names = self._input_names(self.runner.get_input_details())
-        self.output = next(iter(self.runner.get_output_details().values()))
-        self.logits(self.bundle.tokenizer.encode(""))  # warm-up: the first invoke sets up XNNPACK
+        self.methods = {}  # length -> (specs, runner, input names, output details)
+        for method in methods:
+            key = method["name"] or next(iter(signatures))
+            if key not in signatures:
+                raise BundleError(f"{path} has no signature {key!r} (it has {sorted(signatures)}): the manifest "
+                                  "does not describe this model")
+            runner = interpreter.get_signature_runner(key)
+            names = self._input_names(runner.get_input_details(), method["inputs"])
+            output = next(iter(runner.get_output_details().values()))
+            self.methods[int(method["sequence_length"])] = (method["inputs"], runner, names, output)
+        for length in self.methods:  # warm-up: the first invoke of each signature sets up XNNPACK
+            self.logits(self.bundle.tokenizer.encode("", seq_len=length))
 
-    def _input_names(self, details: dict) -> list[str]:
+    @staticmethod
+    def _input_names(details: dict, specs: list[dict]) -> list[str]:
         """The signature's input name for each manifest spec, checked against its dtype and shape.
 
         litert-torch names inputs ``args_0, args_1, ...`` in the traced (manifest) order; names equal to the
         manifest's are used as they are.
         """
         names = list(details)
-        manifest_names = [spec["name"] for spec in self.specs]
+        manifest_names = [spec["name"] for spec in specs]
         if len(names) != len(manifest_names):
             raise BundleError(f"the model has inputs {names}, the manifest lists {manifest_names}")
         if sorted(names) == sorted(manifest_names):
@@ -224,7 +235,7 @@ class TfliteClassifier:
             except ValueError:
                 message = f"cannot match the model's inputs {names} to the manifest's {manifest_names}"
                 raise BundleError(message) from None
-        for name, spec in zip(names, self.specs):
+        for name, spec in zip(names, specs):
             found = (np.dtype(details[name]["dtype"]).name, [int(d) for d in details[name]["shape"]])
             if found != (spec["dtype"], list(spec["shape"])):
                 raise BundleError(f"model input {name} is {found}, the manifest says {spec['name']} is "
@@ -232,17 +243,21 @@ class TfliteClassifier:
         return names
 
     def logits(self, encoded: tuple[list, list, list]) -> np.ndarray:
-        arrays = model_inputs(self.specs, *encoded, mask_value=self.mask_value)
-        result = self.runner(**dict(zip(self.input_names, arrays)))
+        """Logits of one encoded text, from the signature of its length (see ``XLNetTokenizer.encode_bucketed``)."""
+        if len(encoded[0]) not in self.methods:
+            raise BundleError(f"no signature takes {len(encoded[0])} tokens (lengths: {sorted(self.methods)})")
+        specs, runner, names, output = self.methods[len(encoded[0])]
+        arrays = model_inputs(specs, *encoded, mask_value=self.mask_value)
+        result = runner(**dict(zip(names, arrays)))
         logits = next(iter(result.values())).reshape(-1)
-        scale, zero_point = self.output["quantization"]
+        scale, zero_point = output["quantization"]
         if np.issubdtype(logits.dtype, np.integer) and scale:  # an integer output: dequantize it
             logits = (logits.astype(np.float32) - zero_point) * scale
         return logits.astype(np.float32)
 
     def classify(self, text: str) -> dict:
         started = time.perf_counter()
-        encoded = self.bundle.tokenizer.encode(text, seq_len=self.seq_len)
+        encoded = self.bundle.tokenizer.encode_bucketed(text)  # the shortest length bucket that holds the text
         tokenized = time.perf_counter()
         logits = self.logits(encoded)
         finished = time.perf_counter()
@@ -258,6 +273,7 @@ class TfliteClassifier:
             "scores": {label: float(score) for label, score in zip(labels, scores)},
             "logits": [float(v) for v in logits],
             "tokens": sum(encoded[1]),
+            "sequence_length": len(encoded[0]),
             "tokenize_ms": (tokenized - started) * 1000.0,
             "inference_ms": (finished - tokenized) * 1000.0,
         }
@@ -293,7 +309,7 @@ def self_test(bundle: Bundle, model: str | None, runtime: str, threads: int) -> 
     examples = doc["examples"]
     print(f"# self-test of {bundle.folder}: {len(examples)} golden texts from selftest.json (sha256 verified)")
     fields = ("input_ids", "attention_mask", "token_type_ids")
-    encoded = [bundle.tokenizer.encode(e["text"], e.get("pair"), seq_len=int(doc["seq_len"])) for e in examples]
+    encoded = [bundle.tokenizer.encode_bucketed(e["text"], e.get("pair")) for e in examples]  # length: the bucket
     wrong = [i for i, (e, got) in enumerate(zip(examples, encoded)) if [list(v) for v in got] != [e[f] for f in fields]]
     passed = not wrong
     print(f"tokenizer: {len(examples) - len(wrong)}/{len(examples)} texts give the golden input_ids, attention_mask "

@@ -55,6 +55,8 @@ class XLNetTokenizer:
         types = spec["template"]["type_ids"]
         self.type_a, self.type_b, self.type_cls, self.type_pad = types["a"], types["b"], types["cls"], types["pad"]
         self.seq_len = int(spec["sequence_length"])
+        # Length buckets: the model has one method/signature per length; a text runs at the shortest that holds it.
+        self.lengths = sorted(int(n) for n in spec.get("sequence_lengths", [self.seq_len]))
 
     @classmethod
     def load(cls, path: str | Path) -> "XLNetTokenizer":
@@ -196,8 +198,18 @@ class XLNetTokenizer:
     def encode(self, text: str, pair: str | None = None, seq_len: int | None = None) -> tuple[list, list, list]:
         """XLNet inputs: ``[pad.. A <sep> (B <sep>) <cls>]``, left padding, types 0/1, 2 for <cls>, 3 for pad."""
         seq_len = self.seq_len if seq_len is None else seq_len
+        return self._assemble(self.text_ids(text), None if pair is None else self.text_ids(pair), seq_len)
+
+    def encode_bucketed(self, text: str, pair: str | None = None) -> tuple[list, list, list]:
+        """``encode`` at the shortest length bucket that holds every token of the text (specials included); a
+        longer text is cut to the longest bucket. The length of the lists says which method/signature to run."""
         ids_a = self.text_ids(text)
         ids_b = None if pair is None else self.text_ids(pair)
+        tokens = len(ids_a) + (2 if ids_b is None else len(ids_b) + 3)
+        seq_len = next((n for n in self.lengths if n >= tokens), self.lengths[-1])
+        return self._assemble(ids_a, ids_b, seq_len)
+
+    def _assemble(self, ids_a: list[int], ids_b: list[int] | None, seq_len: int) -> tuple[list, list, list]:
         budget = seq_len - (2 if ids_b is None else 3)
         if budget < 0:
             raise ValueError(f"seq_len={seq_len} is too short for XLNet's special tokens")

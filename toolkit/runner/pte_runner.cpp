@@ -1,8 +1,9 @@
 // pte_runner: run an ExecuTorch .pte program on samples from a binary file.
 //
-//   pte_runner MODEL.pte INPUTS.bin OUTPUTS.bin [NUM_SAMPLES [THREADS]]
+//   pte_runner MODEL.pte INPUTS.bin OUTPUTS.bin [NUM_SAMPLES [THREADS [METHOD]]]
 //
-// The "forward" method's inputs (count, dtypes, shapes) are read from the program itself. INPUTS.bin holds N samples
+// METHOD defaults to the program's only method (a program with length buckets has one per length: forward_32, ...).
+// The method's inputs (count, dtypes, shapes) are read from the program itself. INPUTS.bin holds N samples
 // back to back; one sample is every input tensor's raw little-endian bytes, concatenated in method-input order. For
 // every sample, output 0 (float32 logits) is appended to OUTPUTS.bin as raw float32 and printed as one line.
 // NUM_SAMPLES, when given, is checked against the file size: it catches inputs of the wrong dtype or shape that
@@ -112,12 +113,12 @@ std::vector<char> read_file(const char* path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4 || argc > 6) {
-    std::fprintf(stderr, "usage: %s MODEL.pte INPUTS.bin OUTPUTS.bin [NUM_SAMPLES [THREADS]]\n", argv[0]);
+  if (argc < 4 || argc > 7) {
+    std::fprintf(stderr, "usage: %s MODEL.pte INPUTS.bin OUTPUTS.bin [NUM_SAMPLES [THREADS [METHOD]]]\n", argv[0]);
     return 64;
   }
   const char* model_path = argv[1];
-  const long threads = argc == 6 ? std::strtol(argv[5], nullptr, 10) : 1;
+  const long threads = argc >= 6 ? std::strtol(argv[5], nullptr, 10) : 1;
   if (threads < 1 || threads > 64) {
     fail(std::string("THREADS must be 1..64, not '") + argv[5] + "'");
   }
@@ -138,13 +139,21 @@ int main(int argc, char** argv) {
     fail(std::string("cannot load '") + model_path + "' as an ExecuTorch program (" +
          executorch::runtime::to_string(err) + "): the file is corrupted, truncated, or not a .pte written by executorch 1.5");
   }
-  auto meta = module.method_meta("forward");
-  if (!meta.ok()) {
-    fail(std::string("'") + model_path + "' has no 'forward' method");
+  std::string method = argc == 7 ? argv[6] : "";
+  if (method.empty()) {
+    auto names = module.method_names();
+    if (!names.ok() || names.get().size() != 1) {
+      fail(std::string("'") + model_path + "' has several methods: name the one to run (METHOD)");
+    }
+    method = *names.get().begin();
   }
-  err = module.load_method("forward");
+  auto meta = module.method_meta(method);
+  if (!meta.ok()) {
+    fail(std::string("'") + model_path + "' has no '" + method + "' method");
+  }
+  err = module.load_method(method);
   if (err != Error::Ok) {
-    fail(std::string("cannot prepare the 'forward' method (") + executorch::runtime::to_string(err) +
+    fail("cannot prepare the '" + method + "' method (" + executorch::runtime::to_string(err) +
          "): a missing operator or backend means the runner was built without that kernel library");
   }
 
@@ -181,7 +190,7 @@ int main(int argc, char** argv) {
     }
 
     marker(XEDGE_MARKER_START);
-    auto result = module.execute("forward", inputs);
+    auto result = module.execute(method, inputs);
     marker(XEDGE_MARKER_STOP);
 
     if (!result.ok()) {

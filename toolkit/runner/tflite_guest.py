@@ -1,10 +1,11 @@
 """Run a .tflite model inside the emulated ARM device, with whichever LiteRT runtime is on PYTHONPATH.
 
-    python3 tflite_guest.py RUNTIME MODEL.tflite INPUTS.bin OUTPUTS.bin NUM_SAMPLES [DELEGATE [THREADS]]
+    python3 tflite_guest.py RUNTIME MODEL.tflite INPUTS.bin OUTPUTS.bin NUM_SAMPLES [DELEGATE [THREADS [SIGNATURE]]]
 
 RUNTIME is ``ai-edge-litert`` or ``tflite-runtime``; DELEGATE is ``xnnpack`` (the runtime's default) or ``cpu`` (the
 builtin kernels without the default XNNPACK delegate, as an artifact for ``delegate: cpu`` is meant to run); THREADS
-is the interpreter's num_threads (default 1). Runs with the guest's own python3 (Debian arm64), so it uses only
+is the interpreter's num_threads (default 1); SIGNATURE the signature to run (default: the model's first; a model
+with length buckets has one per length: forward_32, ...). Runs with the guest's own python3 (Debian arm64), so it uses only
 the standard library, numpy and the runtime. Same file format as pte_runner: the input tensors' dtypes and shapes come
 from the model; INPUTS.bin holds N samples, each every input's raw little-endian bytes in the model's input order.
 Output 0 is written as float32 (dequantized if the model's output is integer), and one line is printed per sample.
@@ -40,14 +41,22 @@ def main():
     runtime, model, inputs_path, outputs_path, num_samples = sys.argv[1:6]
     delegate = sys.argv[6] if len(sys.argv) > 6 else "xnnpack"
     threads = int(sys.argv[7]) if len(sys.argv) > 7 else 1
+    signature = sys.argv[8] if len(sys.argv) > 8 else None
     libc = ctypes.CDLL(None, use_errno=True)
     syscall = libc.syscall
     syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long]
 
     interpreter = make_interpreter(runtime, model, delegate, threads)
     interpreter.allocate_tensors()
-    input_details = interpreter.get_input_details()
-    output = interpreter.get_output_details()[0]
+    signatures = interpreter.get_signature_list()
+    key = signature or next(iter(signatures))
+    if key not in signatures:
+        sys.exit(f"tflite_guest: error: the model has no signature {key!r} (it has {sorted(signatures)})")
+    runner = interpreter.get_signature_runner(key)
+    by_name = runner.get_input_details()
+    names = sorted(by_name, key=lambda n: int(n.rsplit("_", 1)[-1]))  # args_0, args_1, ...: the exported order
+    input_details = [by_name[n] for n in names]
+    output_name, output = next(iter(runner.get_output_details().items()))
     sample_bytes = 0
     for i, detail in enumerate(input_details):
         nbytes = int(np.prod(detail["shape"])) * np.dtype(detail["dtype"]).itemsize
@@ -65,18 +74,17 @@ def main():
     with open(outputs_path, "wb") as out:
         for n in range(len(data) // sample_bytes):
             offset = n * sample_bytes
-            for detail in input_details:
+            feed = {}
+            for name, detail in zip(names, input_details):
                 dtype = np.dtype(detail["dtype"]).newbyteorder("<")
                 count = int(np.prod(detail["shape"]))
-                array = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(detail["shape"])
-                interpreter.set_tensor(detail["index"], array)
+                feed[name] = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(detail["shape"])
                 offset += count * dtype.itemsize
 
             syscall(MARKER_SYSCALL, MARKER_MAGIC, MARKER_START)
-            interpreter.invoke()
+            logits = runner(**feed)[output_name]  # sets the inputs, invokes the signature's subgraph
             syscall(MARKER_SYSCALL, MARKER_MAGIC, MARKER_STOP)
 
-            logits = interpreter.get_tensor(output["index"])
             if np.issubdtype(logits.dtype, np.integer) and scale:
                 logits = (logits.astype(np.float32) - zero_point) * scale
             logits = logits.astype("<f4").reshape(-1)
