@@ -40,7 +40,7 @@ from tests.bundle_fixture import LENGTHS, build_tiny_bundle, bundle_encoder, hos
 from tests.test_tokenizer_parity import AWKWARD, PAIRS
 from conftest import random_unicode_texts
 from toolkit import emulate
-from toolkit.buckets import pick_length
+from toolkit.buckets import at_length, pick_length
 from toolkit.manifest import run_on_host
 from toolkit.files import PROJECT_ROOT, cache_dir
 from toolkit.profiles import load_profile
@@ -254,6 +254,13 @@ def host_encodings(encoder: XLNetTextEncoder, seq_len: int) -> list[list[list[in
     return out
 
 
+def host_bucketed_encodings(encoder: XLNetTextEncoder, lengths: tuple[int, ...]) -> list[list[list[int]]]:
+    """[ids, mask, types] per tokenizer case at the length bucket an app picks for it: the shortest of ``lengths``
+    holding all its tokens (the mask at the longest length counts them, specials included), else the longest (cut)."""
+    by_length = {n: host_encodings(encoder, n) for n in lengths}
+    return [by_length[pick_length(sum(case[1]), lengths)][i] for i, case in enumerate(by_length[max(lengths)])]
+
+
 def parse_tokenize_output(stdout: str) -> list[list[list[int]]]:
     """xlnet_tokenize prints ``ids<TAB>mask<TAB>types`` per case."""
     return [[[int(v) for v in field.split()] for field in line.split("\t")] for line in stdout.splitlines()]
@@ -338,7 +345,9 @@ def test_cpp_app_on_host_matches_host_runtime(which: str, request: pytest.Fixtur
 @pytest.mark.parametrize("which", ["bundle", "bias_bundle"])
 def test_android_app_builds_the_manifest_inputs(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """The Android app's input building (Bundle.kt, run on the JVM): int32 ids/masks, float32 mask_bias, in the
-    manifest's order, equal to the host's model_inputs for both the tflite and the pte artifact."""
+    manifest's order, equal to the host's model_inputs for both the tflite and the pte artifact — each text at the
+    length bucket it runs in (the last L columns of the host's inputs: padding is on the left), with the specs of that
+    bucket's method and that method's name."""
     folder: Path = request.getfixturevalue(which)
     (tmp_path / "texts.json").write_text(json.dumps(SENTENCES, ensure_ascii=False), encoding="utf-8")
     result = subprocess.run(["java", "-cp", str(android_bundle_jar()), "org.xlnetedge.app.BundleInputsMainKt",
@@ -347,14 +356,19 @@ def test_android_app_builds_the_manifest_inputs(which: str, request: pytest.Fixt
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     manifest = json.loads((folder / "manifest.json").read_text())
     host = host_inputs(folder, SENTENCES)
+    buckets = expected_buckets(folder, SENTENCES)
+    assert set(buckets) == set(LENGTHS)
     expected = []
     for artifact in (next(a for a in manifest["artifacts"] if a["format"] == f) for f in ("tflite", "pte")):
-        for n in range(len(SENTENCES)):
-            for spec, array in zip(artifact["inputs"], host, strict=True):
-                assert array.dtype == np.dtype(spec["dtype"])
-                expected.append([artifact["name"], spec["name"], spec["dtype"], array[n].tolist()])
-    got = [[name, input_name, dtype, [(float if dtype == "float32" else int)(v) for v in values.split()]]
-           for name, input_name, dtype, values in rows]  # fmt: skip
+        methods = {m["sequence_length"]: m for m in artifact["methods"]}
+        assert sorted(methods) == sorted(LENGTHS)
+        for n, length in enumerate(buckets):
+            method = methods[length]
+            for spec, array in zip(method["inputs"], at_length(host, length), strict=True):
+                assert array.dtype == np.dtype(spec["dtype"]) and spec["shape"] == [1, length]
+                expected.append([artifact["name"], method["name"], spec["name"], spec["dtype"], array[n].tolist()])
+    got = [[name, method, input_name, dtype, [(float if dtype == "float32" else int)(v) for v in values.split()]]
+           for name, method, input_name, dtype, values in rows]  # fmt: skip
     assert got == expected
 
 
@@ -589,9 +603,11 @@ def test_cpp_sha256_matches_known_vectors_and_hashlib(bundle: Path, tmp_path: Pa
 
 @pytest.mark.parametrize("vocab", ["full", "trimmed"])
 def test_cpp_tokenizer_matches_host_encoder(vocab: str, bundle: Path, host_cpp: Path, tmp_path: Path) -> None:
+    """At a fixed length, then at the length bucket classify_pte picks (xlnet_tokenize ... buckets)."""
     seq_len = 64  # longer than the bundle's 32, so fewer cases are truncated and more ids are compared
+    buckets = (16, 32, seq_len)
     encoder = XLNetTextEncoder(build_xlnet_tokenizer()) if vocab == "full" else bundle_encoder(bundle)
-    tokenizer_json = encoder.export_portable(tmp_path / "tokenizer.json", seq_len)
+    tokenizer_json = encoder.export_portable(tmp_path / "tokenizer.json", seq_len, buckets)
     cases = tokenizer_cases()
     (tmp_path / "cases.json").write_text(json.dumps(cases, ensure_ascii=False), encoding="utf-8")
     result = subprocess.run([str(host_cpp / "xlnet_tokenize"), str(tokenizer_json), str(tmp_path / "cases.json")],
@@ -599,6 +615,14 @@ def test_cpp_tokenizer_matches_host_encoder(vocab: str, bundle: Path, host_cpp: 
     assert result.returncode == 0, result.stderr
     wrong = mismatches(parse_tokenize_output(result.stdout), host_encodings(encoder, seq_len))
     print(f"\nC++ tokenizer ({vocab} vocab, x86_64) vs host: {group_counts(wrong)}")
+    assert wrong == [], [repr(cases[i])[:60] for i in wrong[:5]]
+    result = subprocess.run([str(host_cpp / "xlnet_tokenize"), str(tokenizer_json), str(tmp_path / "cases.json"),
+                             "buckets"], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = host_bucketed_encodings(encoder, buckets)
+    assert {len(ids) for ids, _, _ in expected} == set(buckets)  # every bucket is picked by some case
+    wrong = mismatches(parse_tokenize_output(result.stdout), expected)
+    print(f"C++ tokenizer at the picked length bucket {buckets} vs host: {group_counts(wrong)}")
     assert wrong == [], [repr(cases[i])[:60] for i in wrong[:5]]
 
 

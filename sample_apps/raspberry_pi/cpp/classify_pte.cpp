@@ -8,18 +8,25 @@
 // built as the manifest's record for that artifact declares them: input_ids int32, then attention_mask int32 OR
 // mask_bias float32 (0 on tokens, -mask_value on padding), then token_type_ids int32 for pair tasks.
 //
-// For each text it prints the label, the softmax scores and the inference latency (one warm-up inference runs
-// first, so these are steady-state figures). --json prints one JSON document instead. By default ExecuTorch runs
-// on one thread, which is what the toolkit's latency budgets are written for; --all-cores uses its thread pool.
+// Length buckets: a program exported with several lengths has one method per length (forward_16, forward_32, ...),
+// listed with its input specs in the manifest record's "methods". Every method is loaded and checked against its
+// specs; each text runs in the method of the shortest length that holds all its tokens (specials included), and a
+// text longer than the longest is cut to it. A record without "methods" describes a program with one method.
+//
+// For each text it prints the label, the softmax scores, the method it ran in and the inference latency (one
+// warm-up inference per method runs first, so these are steady-state figures). --json prints one JSON document
+// instead (with each text's "sequence_length" bucket). By default ExecuTorch runs on one thread, which is what the
+// toolkit's latency budgets are written for; --all-cores uses its thread pool.
 //
 // Before loading the model it checks the manifest's record of it: the record must say "valid": true, its "file" must
 // stay inside BUNDLE (no absolute path, no ".." or symlink leading out), and the file's SHA-256 (sha256.h) must equal
 // the record's "sha256". The program is then loaded from exactly the bytes that were hashed.
 //
 // --self-test replays BUNDLE/selftest.json (checked against the manifest's "selftest" sha256 first): each golden text
-// must tokenize to the golden ids, and each valid .pte (or each MODEL given) must give the expected logits, computed
-// on the export host with ExecuTorch, within the tolerance written beside them (float models 1e-4, int8 models a
-// few quantization steps, as the toolkit's emulator check). It prints every figure with the tolerance used and
+// must tokenize to the golden ids (at the length bucket the app picks for it), and each valid .pte (or each MODEL
+// given) must give the expected logits, each text run in the method of its bucket, computed on the export host with
+// ExecuTorch, within the tolerance written beside them (float models 1e-4, int8 models a few quantization steps, as
+// the toolkit's emulator check). It prints every figure with the tolerance used and
 // "self-test: PASS" (exit 0) or "self-test: FAIL" (exit 1); an unusable bundle exits 2.
 //
 // Built like toolkit/runner/pte_runner.cpp, against the executorch wheel's shared libraries: see build.sh.
@@ -67,11 +74,20 @@ struct InputSpec {
   std::vector<executorch::aten::SizesType> shape;
 };
 
+// One method of the program: what the manifest says it takes (one per length bucket).
+struct MethodSpec {
+  std::string name;  // forward_<length>; "" until resolved, for a record without "methods"
+  int length = 0;    // sequence_length: every input is [1, length]
+  std::vector<InputSpec> specs;
+};
+
 struct Result {
   std::string text;
   int label_id = 0;
   std::vector<float> logits, scores;
   int tokens = 0;
+  int sequence_length = 0;  // the length bucket the text ran in
+  std::string method;       // the program method that ran it
   double tokenize_ms = 0.0, inference_ms = 0.0;
 };
 
@@ -236,13 +252,63 @@ ScalarType scalar_type(const std::string& dtype) {
   throw std::runtime_error("input dtype '" + dtype + "' is not one this app builds (int32, float32)");
 }
 
+std::vector<InputSpec> input_specs(const minijson::Value& list) {
+  std::vector<InputSpec> specs;
+  for (const auto& input : list.items) {
+    InputSpec spec{input["name"].as_string(), input["dtype"].as_string(), {}};
+    for (const auto& size : input["shape"].items) spec.shape.push_back(size.as_int());
+    specs.push_back(spec);
+  }
+  if (specs.empty()) throw std::runtime_error("the manifest lists no inputs for the model");
+  return specs;
+}
+
+// The record's methods, shortest first: its "methods" (one per length bucket), or, for a record without them, one
+// method taking its "inputs" whose name is resolved from the program.
+std::vector<MethodSpec> method_specs(const minijson::Value& record) {
+  std::vector<MethodSpec> methods;
+  const minijson::Value* listed = record.find("methods");
+  if (listed != nullptr && listed->type == minijson::Value::Type::Array && !listed->items.empty()) {
+    for (const auto& m : listed->items) {
+      MethodSpec method{m["name"].as_string(), m["sequence_length"].as_int(), input_specs(m["inputs"])};
+      for (const InputSpec& spec : method.specs) {
+        if (spec.shape.empty() || spec.shape.back() != method.length) {
+          throw std::runtime_error("manifest.json: method " + method.name + " of '" + record["name"].as_string() +
+                                   "' has input " + spec.name + " not of length " + std::to_string(method.length));
+        }
+      }
+      methods.push_back(method);
+    }
+  } else {
+    std::vector<InputSpec> specs = input_specs(record["inputs"]);
+    methods.push_back({"", static_cast<int>(specs.at(0).shape.back()), specs});
+  }
+  std::sort(methods.begin(), methods.end(),
+            [](const MethodSpec& a, const MethodSpec& b) { return a.length < b.length; });
+  return methods;
+}
+
+// The name of the only method of a program (a record without "methods"); "forward" when the program has it.
+std::string only_method(Module& module, const std::string& path) {
+  auto names = module.method_names();
+  if (!names.ok() || names->empty()) throw std::runtime_error("'" + path + "' has no method");
+  if (names->count("forward") != 0) return "forward";
+  if (names->size() != 1) {
+    throw std::runtime_error("'" + path + "' has " + std::to_string(names->size()) + " methods but its manifest " +
+                             "record lists no \"methods\": the manifest does not describe this .pte");
+  }
+  return *names->begin();
+}
+
 // Refuse a program whose inputs differ from what the manifest says: feeding it anyway would give garbage labels.
-void check_program_inputs(Module& module, const std::vector<InputSpec>& specs, const std::string& path) {
-  auto meta = module.method_meta("forward");
-  if (!meta.ok()) throw std::runtime_error("'" + path + "' has no 'forward' method");
+void check_program_inputs(Module& module, const MethodSpec& method, const std::string& path) {
+  const std::vector<InputSpec>& specs = method.specs;
+  auto meta = module.method_meta(method.name);
+  if (!meta.ok()) throw std::runtime_error("'" + path + "' has no '" + method.name + "' method");
   if (meta->num_inputs() != specs.size()) {
-    throw std::runtime_error("the program takes " + std::to_string(meta->num_inputs()) + " inputs, the manifest " +
-                             "lists " + std::to_string(specs.size()) + ": the manifest does not describe this .pte");
+    throw std::runtime_error("the program's " + method.name + " takes " + std::to_string(meta->num_inputs()) +
+                             " inputs, the manifest lists " + std::to_string(specs.size()) +
+                             ": the manifest does not describe this .pte");
   }
   for (size_t i = 0; i < specs.size(); ++i) {
     auto info = meta->input_tensor_meta(i);
@@ -250,7 +316,7 @@ void check_program_inputs(Module& module, const std::vector<InputSpec>& specs, c
                 info->sizes().size() == specs[i].shape.size();
     for (size_t d = 0; same && d < specs[i].shape.size(); ++d) same = info->sizes()[d] == specs[i].shape[d];
     if (!same) {
-      throw std::runtime_error("program input " + std::to_string(i) + " does not match the manifest's " +
+      throw std::runtime_error(method.name + " input " + std::to_string(i) + " does not match the manifest's " +
                                specs[i].name + " (" + specs[i].dtype + "): the manifest does not describe this .pte");
     }
   }
@@ -282,15 +348,12 @@ class PteClassifier {
     path_ = is_file(model) ? model : in_bundle;
     if (!is_file(path_)) throw std::runtime_error("the model file '" + path_ + "' is missing");
     read_verified(path_, record, bundle, model_bytes_);
-    for (const auto& input : record["inputs"].items) {
-      InputSpec spec{input["name"].as_string(), input["dtype"].as_string(), {}};
-      for (const auto& size : input["shape"].items) spec.shape.push_back(size.as_int());
-      specs_.push_back(spec);
-    }
-    seq_len_ = specs_.at(0).shape.back();
-    if (tokenizer_.sequence_length() != seq_len_) {
-      throw std::runtime_error("tokenizer.json is for length " + std::to_string(tokenizer_.sequence_length()) +
-                               " but " + name_ + " takes " + std::to_string(seq_len_) +
+    methods_ = method_specs(record);
+    std::vector<int> lengths;
+    for (const MethodSpec& method : methods_) lengths.push_back(method.length);
+    if (tokenizer_.sequence_lengths() != lengths) {
+      throw std::runtime_error("tokenizer.json is for lengths " + list_text(tokenizer_.sequence_lengths()) + " but " +
+                               name_ + " takes " + list_text(lengths) +
                                " tokens: the bundle mixes files from different exports");
     }
 
@@ -300,28 +363,39 @@ class PteClassifier {
       throw std::runtime_error("cannot load '" + path_ + "' as an ExecuTorch program: corrupted, or written by an "
                                "executorch version other than the one this app was built against");
     }
-    check_program_inputs(*module_, specs_, path_);
-    if (module_->load_method("forward") != Error::Ok) {
-      throw std::runtime_error("cannot prepare 'forward': a missing operator means a kernel library was not linked");
+    for (MethodSpec& method : methods_) {
+      if (method.name.empty()) method.name = only_method(*module_, path_);
+      check_program_inputs(*module_, method, path_);
+      if (module_->load_method(method.name) != Error::Ok) {
+        throw std::runtime_error("cannot prepare '" + method.name + "': a missing operator means a kernel library "
+                                 "was not linked");
+      }
     }
-    logits(tokenizer_.encode(""));  // warm-up: XNNPACK sets itself up on the first execute
+    for (const MethodSpec& method : methods_) {
+      logits(tokenizer_.encode("", nullptr, method.length));  // warm-up: XNNPACK sets itself up on the first execute
+    }
   }
 
   const std::string& name() const { return name_; }
   const std::vector<std::string>& labels() const { return labels_; }
   const std::string& sha256() const { return model_bytes_.sha256; }  // of the bytes loaded (checked)
 
-  // The logits of one tokenized input (what the self-test compares with the golden outputs).
+  // The logits of one tokenized input, from the method of its length (what the self-test compares with the golden
+  // outputs).
   std::vector<float> run(const Encoded& encoded) { return logits(encoded); }
+  // The program method that runs an encoded text (forward_<its length>).
+  const std::string& method_name(const Encoded& encoded) const { return method_for(encoded).name; }
 
   Result classify(const std::string& text) {
     using clock = std::chrono::steady_clock;
     Result r;
     r.text = text;
     auto started = clock::now();
-    Encoded encoded = tokenizer_.encode(text, nullptr, seq_len_);
+    Encoded encoded = tokenizer_.encode_bucketed(text);  // the shortest length bucket that holds the text
     auto tokenized = clock::now();
     r.logits = logits(encoded);
+    r.sequence_length = static_cast<int>(encoded.ids.size());
+    r.method = method_for(encoded).name;
     auto finished = clock::now();
     r.tokenize_ms = std::chrono::duration<double, std::milli>(tokenized - started).count();
     r.inference_ms = std::chrono::duration<double, std::milli>(finished - tokenized).count();
@@ -347,15 +421,34 @@ class PteClassifier {
     return XLNetTokenizer(read_bundle_json(bundle, "tokenizer.json"));
   }
 
-  // One forward pass; the inputs are built in the manifest's order and dtypes.
+  static std::string list_text(const std::vector<int>& values) {
+    std::string out = "[";
+    for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + std::to_string(values[i]);
+    return out + "]";
+  }
+
+  // The method that takes the encoded text's length.
+  const MethodSpec& method_for(const Encoded& encoded) const {
+    for (const MethodSpec& method : methods_) {
+      if (static_cast<size_t>(method.length) == encoded.ids.size()) return method;
+    }
+    std::vector<int> lengths;
+    for (const MethodSpec& method : methods_) lengths.push_back(method.length);
+    throw std::runtime_error(name_ + " has no method taking " + std::to_string(encoded.ids.size()) + " tokens " +
+                             "(lengths: " + list_text(lengths) + ")");
+  }
+
+  // One forward pass of the method of the input's length; the inputs are built in its manifest order and dtypes.
   std::vector<float> logits(const Encoded& encoded) {
+    const MethodSpec& method = method_for(encoded);
+    const std::vector<InputSpec>& specs = method.specs;
     std::vector<std::vector<int32_t>> int_inputs;
     std::vector<std::vector<float>> float_inputs;
-    int_inputs.reserve(specs_.size());  // no reallocation: the tensors below point into these vectors
-    float_inputs.reserve(specs_.size());
+    int_inputs.reserve(specs.size());  // no reallocation: the tensors below point into these vectors
+    float_inputs.reserve(specs.size());
     std::vector<TensorPtr> tensors;
     std::vector<EValue> inputs;
-    for (const InputSpec& spec : specs_) {
+    for (const InputSpec& spec : specs) {
       if (spec.name == "input_ids") int_inputs.push_back(encoded.ids);
       else if (spec.name == "attention_mask") int_inputs.push_back(encoded.mask);
       else if (spec.name == "token_type_ids") int_inputs.push_back(encoded.types);
@@ -375,9 +468,9 @@ class PteClassifier {
       tensors.push_back(from_blob(data, spec.shape, scalar_type(spec.dtype)));
       inputs.emplace_back(tensors.back());
     }
-    auto result = module_->execute("forward", inputs);
+    auto result = module_->execute(method.name, inputs);
     if (!result.ok() || result->empty() || !result->at(0).isTensor()) {
-      throw std::runtime_error(std::string("forward failed (") + executorch::runtime::to_string(result.error()) + ")");
+      throw std::runtime_error(method.name + " failed (" + executorch::runtime::to_string(result.error()) + ")");
     }
     const auto& out = result->at(0).toTensor();
     if (out.scalar_type() != ScalarType::Float) throw std::runtime_error("output 0 is not float32 logits");
@@ -389,8 +482,7 @@ class PteClassifier {
   std::vector<std::string> labels_;
   float mask_value_ = 30.0f;
   std::string name_, path_;
-  std::vector<InputSpec> specs_;
-  int seq_len_ = 0;
+  std::vector<MethodSpec> methods_;  // shortest first
   ModelBytes model_bytes_;  // the program's bytes: declared before module_, so they outlive it
   std::unique_ptr<Module> module_;
 };
@@ -425,7 +517,8 @@ void print_json(const PteClassifier& app, const std::vector<Result>& results) {
     }
     std::printf("}, \"logits\": [");
     for (size_t c = 0; c < r.logits.size(); ++c) std::printf("%s%.9g", c ? ", " : "", r.logits[c]);
-    std::printf("], \"tokens\": %d, \"tokenize_ms\": %.4f, \"inference_ms\": %.4f}", r.tokens, r.tokenize_ms,
+    std::printf("], \"tokens\": %d, \"sequence_length\": %d, \"method\": %s, \"tokenize_ms\": %.4f, "
+                "\"inference_ms\": %.4f}", r.tokens, r.sequence_length, json_string(r.method).c_str(), r.tokenize_ms,
                 r.inference_ms);
   }
   std::printf("\n]}\n");
@@ -436,7 +529,7 @@ void print_lines(const PteClassifier& app, const std::vector<Result>& results, b
   for (const Result& r : results) {
     std::printf("%-12s", app.labels()[r.label_id].c_str());
     for (size_t c = 0; c < r.scores.size(); ++c) std::printf(" %s=%.4f", app.labels()[c].c_str(), r.scores[c]);
-    std::printf("  %.2f ms  | %s\n", r.inference_ms, r.text.substr(0, 60).c_str());
+    std::printf("  %s  %.2f ms  | %s\n", r.method.c_str(), r.inference_ms, r.text.substr(0, 60).c_str());
   }
 }
 
@@ -480,7 +573,6 @@ bool self_test(const std::string& bundle, std::vector<std::string> models) {
   minijson::Value manifest = read_bundle_json(bundle, "manifest.json");
   minijson::Value doc = read_selftest(bundle, manifest);
   XLNetTokenizer tokenizer(read_bundle_json(bundle, "tokenizer.json"));
-  int seq_len = doc["seq_len"].as_int();
   const auto& examples = doc["examples"].items;
   std::printf("# self-test of %s: %zu golden texts from selftest.json (sha256 verified)\n", bundle.c_str(),
               examples.size());
@@ -490,7 +582,8 @@ bool self_test(const std::string& bundle, std::vector<std::string> models) {
     const minijson::Value& e = examples[i];
     const minijson::Value* pair = e.find("pair");
     bool has_pair = pair != nullptr && pair->type == minijson::Value::Type::String;
-    encoded.push_back(tokenizer.encode(e["text"].as_string(), has_pair ? &pair->string : nullptr, seq_len));
+    // At the length bucket the app runs it in; the golden ids are stored at the length the export host picked.
+    encoded.push_back(tokenizer.encode_bucketed(e["text"].as_string(), has_pair ? &pair->string : nullptr));
     const Encoded& got = encoded.back();
     if (got.ids != int_list(e["input_ids"]) || got.mask != int_list(e["attention_mask"]) ||
         got.types != int_list(e["token_type_ids"])) {
@@ -543,12 +636,25 @@ bool self_test(const std::string& bundle, std::vector<std::string> models) {
       same_labels += got_best == want_best;
     }
     if (!shapes_match) max_diff = INFINITY;
+    std::vector<std::pair<std::string, int>> per_method;  // texts run by each method, in first-use order
+    for (const Encoded& e : encoded) {
+      const std::string& method = app.method_name(e);
+      auto at = std::find_if(per_method.begin(), per_method.end(), [&](const auto& m) { return m.first == method; });
+      if (at == per_method.end()) per_method.emplace_back(method, 1);
+      else ++at->second;
+    }
     bool ok = max_diff <= atol;
     passed = passed && ok;
     std::printf("%s on executorch (XNNPACK): max |logit diff| %.3g <= tolerance %.3g? %s; labels %zu/%zu as expected "
                 "-> %s\n", app.name().c_str(), max_diff, atol, ok ? "yes" : "NO", same_labels, encoded.size(),
                 ok ? "PASS" : "FAIL");
     std::printf("  tolerance: %s\n", (*golden)["tolerance"].as_string().c_str());
+    std::printf("  methods:");
+    for (size_t m = 0; m < per_method.size(); ++m) {
+      std::printf("%s %s (%d text%s)", m ? "," : "", per_method[m].first.c_str(), per_method[m].second,
+                  per_method[m].second == 1 ? "" : "s");
+    }
+    std::printf("\n");
   }
   std::printf("self-test: %s\n", passed ? "PASS" : "FAIL");
   return passed;

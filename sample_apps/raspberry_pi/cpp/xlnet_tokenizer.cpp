@@ -161,6 +161,13 @@ XLNetTokenizer::XLNetTokenizer(const minijson::Value& spec) {
   type_cls_ = types["cls"].as_int();
   type_pad_ = types["pad"].as_int();
   seq_len_ = spec["sequence_length"].as_int();
+  // Length buckets: the model has one method per length; a text runs at the shortest that holds it.
+  const minijson::Value* lengths = spec.find("sequence_lengths");
+  if (lengths != nullptr && !lengths->is_null()) {
+    for (const auto& n : lengths->items) lengths_.push_back(n.as_int());
+  }
+  if (lengths_.empty()) lengths_.push_back(seq_len_);
+  std::sort(lengths_.begin(), lengths_.end());
 }
 
 XLNetTokenizer XLNetTokenizer::load(const std::string& path) { return XLNetTokenizer(minijson::parse_file(path)); }
@@ -315,21 +322,42 @@ void XLNetTokenizer::viterbi(const std::u32string& text, std::vector<int32_t>& o
 
 // Python: encode. XLNet inputs [pad.. A <sep> (B <sep>) <cls>], left padding, types 0/1, 2 for <cls>, 3 for pad.
 Encoded XLNetTokenizer::encode(const std::string& text, const std::string* pair, int seq_len) const {
-  const size_t length = static_cast<size_t>(seq_len > 0 ? seq_len : seq_len_);
   std::vector<int32_t> ids_a = text_ids(utf8_to_u32(text));
   std::vector<int32_t> ids_b;
   if (pair != nullptr) ids_b = text_ids(utf8_to_u32(*pair));
-  const size_t specials = pair == nullptr ? 2 : 3;
+  return assemble(ids_a, pair == nullptr ? nullptr : &ids_b, static_cast<size_t>(seq_len > 0 ? seq_len : seq_len_));
+}
+
+// Python: encode_bucketed. Tokenize once, count the tokens with the specials, assemble at the bucket that holds them.
+Encoded XLNetTokenizer::encode_bucketed(const std::string& text, const std::string* pair) const {
+  std::vector<int32_t> ids_a = text_ids(utf8_to_u32(text));
+  std::vector<int32_t> ids_b;
+  if (pair != nullptr) ids_b = text_ids(utf8_to_u32(*pair));
+  const size_t tokens = ids_a.size() + (pair == nullptr ? 2 : ids_b.size() + 3);
+  size_t length = static_cast<size_t>(lengths_.back());
+  for (int n : lengths_) {
+    if (static_cast<size_t>(n) >= tokens) {
+      length = static_cast<size_t>(n);
+      break;
+    }
+  }
+  return assemble(ids_a, pair == nullptr ? nullptr : &ids_b, length);
+}
+
+// Python: _assemble.
+Encoded XLNetTokenizer::assemble(const std::vector<int32_t>& ids_a, const std::vector<int32_t>* ids_b,
+                                 size_t length) const {
+  const size_t specials = ids_b == nullptr ? 2 : 3;
   if (length < specials) throw std::runtime_error("seq_len is too short for XLNet's special tokens");
-  size_t len_b = ids_b.size();
-  auto [n_a, n_b] = truncated_lengths(ids_a.size(), pair == nullptr ? nullptr : &len_b, length - specials);
+  size_t len_b = ids_b == nullptr ? 0 : ids_b->size();
+  auto [n_a, n_b] = truncated_lengths(ids_a.size(), ids_b == nullptr ? nullptr : &len_b, length - specials);
 
   Encoded e;
   std::vector<int32_t> ids(ids_a.begin(), ids_a.begin() + static_cast<long>(n_a));
   ids.push_back(sep_id_);
   std::vector<int32_t> types(n_a + 1, type_a_);
-  if (pair != nullptr) {
-    ids.insert(ids.end(), ids_b.begin(), ids_b.begin() + static_cast<long>(n_b));
+  if (ids_b != nullptr) {
+    ids.insert(ids.end(), ids_b->begin(), ids_b->begin() + static_cast<long>(n_b));
     ids.push_back(sep_id_);
     types.insert(types.end(), n_b + 1, type_b_);
   }

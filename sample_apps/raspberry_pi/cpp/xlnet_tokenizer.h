@@ -7,6 +7,7 @@
 //
 //   XLNetTokenizer tok = XLNetTokenizer::load("bundle/tokenizer.json");
 //   Encoded e = tok.encode("a gorgeous , witty , seductive movie .");   // e.ids, e.mask, e.types
+//   Encoded b = tok.encode_bucketed("dull");    // at the shortest length bucket that holds it: b.ids.size() == 16
 
 #ifndef XLNET_EDGE_XLNET_TOKENIZER_H
 #define XLNET_EDGE_XLNET_TOKENIZER_H
@@ -44,9 +45,15 @@ class XLNetTokenizer {
 
   // Model inputs of one text (and optional pair), seq_len long; seq_len <= 0 uses tokenizer.json's length.
   Encoded encode(const std::string& text, const std::string* pair = nullptr, int seq_len = 0) const;
+  // Python: encode_bucketed. encode at the shortest length bucket that holds every token of the text (specials
+  // included: A + 2, or A + B + 3 for a pair); a longer text is cut to the longest bucket. The length of the
+  // result says which method of the model to run (forward_<length>).
+  Encoded encode_bucketed(const std::string& text, const std::string* pair = nullptr) const;
   // Token ids of one text without special tokens around it.
   std::vector<int32_t> text_ids(const std::u32string& text) const;
-  int sequence_length() const { return seq_len_; }
+  int sequence_length() const { return seq_len_; }  // the longest bucket
+  // The length buckets (tokenizer.json "sequence_lengths", ascending; [sequence_length] when it has none).
+  const std::vector<int>& sequence_lengths() const { return lengths_; }
 
  private:
   struct Special {
@@ -61,6 +68,8 @@ class XLNetTokenizer {
   std::vector<std::u32string> split_words(const std::u32string& text) const;
   std::vector<std::u32string> metaspace_parts(std::u32string word) const;
   void viterbi(const std::u32string& text, std::vector<int32_t>& out) const;
+  // The XLNet template around ids_a (and ids_b when not null), truncated and left-padded to length.
+  Encoded assemble(const std::vector<int32_t>& ids_a, const std::vector<int32_t>* ids_b, size_t length) const;
 
   std::unordered_map<std::u32string, int32_t> piece_ids_;
   std::vector<double> scores_;
@@ -78,6 +87,7 @@ class XLNetTokenizer {
   char32_t metaspace_ = U'\u2581';
   int32_t type_a_ = 0, type_b_ = 1, type_cls_ = 2, type_pad_ = 3;
   int seq_len_ = 0;
+  std::vector<int> lengths_;
 };
 
 // UTF-8 -> code points. Invalid UTF-8 bytes become U+FFFD.

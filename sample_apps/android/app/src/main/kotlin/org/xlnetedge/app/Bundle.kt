@@ -15,6 +15,17 @@ class InputSpec(val name: String, val dtype: String, val shape: IntArray) {
     override fun toString() = "$name $dtype ${shape.joinToString(", ", "[", "]")}"
 }
 
+/**
+ * One method of a model (a .pte method, a .tflite signature): the model has one per length bucket, each taking
+ * inputs of shape [1, sequenceLength]. [name] is e.g. "forward_16"; null for a record without "methods", whose model
+ * has one method (the app then uses the model's only signature / ExecuTorch's "forward").
+ */
+class MethodSpec(val name: String?, val sequenceLength: Int, val inputs: List<InputSpec>)
+
+/** The one unnamed method of a model whose record has no "methods": it takes [inputs]. */
+fun singleMethod(inputs: List<InputSpec>): List<MethodSpec> =
+    if (inputs.isEmpty()) emptyList() else listOf(MethodSpec(null, inputs[0].shape.last(), inputs))
+
 /** The fields of a manifest artifact record the app uses. */
 class ArtifactSpec(
     val name: String,       // e.g. "tflite-full-int8"
@@ -22,9 +33,27 @@ class ArtifactSpec(
     val format: String,     // "tflite" | "pte"
     val delegate: String,   // "nnapi" | "xnnpack" | "cpu": what the export was made and checked for
     val valid: Boolean,     // false: the export's checks failed; not picked by default, refused by verifyModelFile
-    val inputs: List<InputSpec>,
-    val sha256: String? = null  // hex SHA-256 of the file; checked before the model is loaded
-)
+    val inputs: List<InputSpec>,  // the longest method's
+    val sha256: String? = null,   // hex SHA-256 of the file; checked before the model is loaded
+    // The manifest's "methods", shortest first; without them one unnamed method taking [inputs].
+    val methods: List<MethodSpec> = singleMethod(inputs)
+) {
+    /** The length buckets of the model, ascending. */
+    val sequenceLengths: List<Int> get() = methods.map { it.sequenceLength }
+
+    /** The method that takes [length] tokens; refused when there is none (tokenizer.json is from another export). */
+    fun method(length: Int): MethodSpec = methods.firstOrNull { it.sequenceLength == length }
+        ?: throw IllegalArgumentException("the tokenizer made $length tokens but $name takes $sequenceLengths: " +
+            "tokenizer.json and the model come from different exports")
+
+    /** Refuse a tokenizer whose length buckets ([lengths], ascending) are not the model's. */
+    fun requireLengths(lengths: List<Int>) {
+        require(lengths == sequenceLengths) {
+            "tokenizer.json is for lengths $lengths but $name takes $sequenceLengths tokens: the bundle mixes files " +
+                "from different exports"
+        }
+    }
+}
 
 /** One input ready to feed: [ints] for int32 inputs, [floats] for float32 ones. */
 class ModelInput(val spec: InputSpec, val ints: IntArray?, val floats: FloatArray?)
@@ -59,14 +88,26 @@ class BundleSpec(
             val manifest = MiniJson.parse(manifestJson) as Map<String, Any?>
             val config = (manifest["student"] as? Map<String, Any?>)?.get("config") as? Map<String, Any?>
             val maskValue = (config?.get("mask_value") as? Double ?: 30.0).toFloat()
+            fun specs(list: Any?) = (list as List<Map<String, Any?>>).map { input ->
+                val shape = (input["shape"] as List<Double>).map { it.toInt() }.toIntArray()
+                InputSpec(input["name"] as String, input["dtype"] as String, shape)
+            }
             val artifacts = (manifest["artifacts"] as List<Map<String, Any?>>).map { record ->
-                val inputs = (record["inputs"] as List<Map<String, Any?>>).map { input ->
-                    val shape = (input["shape"] as List<Double>).map { it.toInt() }.toIntArray()
-                    InputSpec(input["name"] as String, input["dtype"] as String, shape)
-                }
-                ArtifactSpec(record["name"] as String, record["file"] as String, record["format"] as String,
-                             record["delegate"] as String, record["valid"] == true, inputs,
-                             record["sha256"] as? String)
+                val inputs = specs(record["inputs"])
+                val name = record["name"] as String
+                // Length buckets: one method per length, shortest first (absent in bundles from before buckets).
+                val methods = (record["methods"] as? List<Map<String, Any?>>)?.map { m ->
+                    val method = MethodSpec(m["name"] as String, (m["sequence_length"] as Double).toInt(),
+                                            specs(m["inputs"]))
+                    for (spec in method.inputs) require(spec.shape.last() == method.sequenceLength) {
+                        "manifest.json: method ${method.name} of $name has input ${spec.name} of shape " +
+                            "${spec.shape.toList()}, not of length ${method.sequenceLength}"
+                    }
+                    method
+                }?.sortedBy { it.sequenceLength }
+                ArtifactSpec(name, record["file"] as String, record["format"] as String, record["delegate"] as String,
+                             record["valid"] == true, inputs, record["sha256"] as? String,
+                             if (methods.isNullOrEmpty()) singleMethod(inputs) else methods)
             }
             val selfTest = manifest["selftest"] as? Map<String, Any?>
             return BundleSpec(labels.map { it as String }, artifacts, maskValue, selfTest?.get("file") as? String,
@@ -152,15 +193,20 @@ fun verifyModelFile(bundleDir: File, artifact: ArtifactSpec): File {
 }
 
 /**
- * The model inputs for one tokenized text, in the artifact's declared order and dtypes: input_ids, then
- * attention_mask (int32, 1 = token) OR mask_bias (float32: 0 on tokens, -maskValue on padding, as the host's
- * toolkit.student.model_inputs computes it), then token_type_ids (int32) for pair tasks. All int32, never int64.
+ * The model inputs for one tokenized text (XLNetTokenizer.encodeBucketed), for the method of its length
+ * ([ArtifactSpec.method]), in that method's declared order and dtypes: input_ids, then attention_mask (int32,
+ * 1 = token) OR mask_bias (float32: 0 on tokens, -maskValue on padding, as the host's toolkit.student.model_inputs
+ * computes it), then token_type_ids (int32) for pair tasks. All int32, never int64.
  */
 fun modelInputs(artifact: ArtifactSpec, encoded: Encoded, maskValue: Float): List<ModelInput> =
-    artifact.inputs.map { spec ->
+    modelInputs(artifact, artifact.method(encoded.inputIds.size), encoded, maskValue)
+
+/** The inputs of [method] (one of [artifact]'s) for one tokenized text of its length. */
+fun modelInputs(artifact: ArtifactSpec, method: MethodSpec, encoded: Encoded, maskValue: Float): List<ModelInput> =
+    method.inputs.map { spec ->
         val length = spec.shape.last()
         require(encoded.inputIds.size == length) {
-            "the tokenizer made ${encoded.inputIds.size} tokens but ${artifact.name} takes $length: " +
+            "the tokenizer made ${encoded.inputIds.size} tokens but ${method.name ?: artifact.name} takes $length: " +
                 "tokenizer.json and the model come from different exports"
         }
         val expected = if (spec.name == "mask_bias") "float32" else "int32"

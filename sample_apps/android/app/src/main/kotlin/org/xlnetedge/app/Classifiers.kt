@@ -58,7 +58,10 @@ fun chooseBackend(artifact: ArtifactSpec, asked: String?, apiLevel: Int, warn: (
     return backend
 }
 
-/** One forward pass: tokenizer output in, one logit per label out. */
+/**
+ * One forward pass: tokenizer output in (XLNetTokenizer.encodeBucketed: its length is the bucket), one logit per
+ * label out, from the model's method/signature for that length.
+ */
 interface Classifier : AutoCloseable {
     fun logits(input: Encoded): FloatArray
 }
@@ -104,9 +107,11 @@ fun verifiedModelFile(context: Context, artifact: ArtifactSpec): File {
 }
 
 /**
- * LiteRT (TFLite) classifier. The model's signature inputs (args_0, args_1, ... in the exported order, as
- * litert-torch names them) are fed with the inputs the manifest declares for this artifact, checked against the
- * model's own tensor types: int32 ids and masks, float32 mask_bias for the NNAPI bundle.
+ * LiteRT (TFLite) classifier. The model has one signature per length bucket (forward_16, forward_32, ...: the
+ * manifest's "methods"; one signature for a record without them); a text runs in the signature of its length. Each
+ * signature's inputs (args_0, args_1, ... in the exported order, as litert-torch names them) are fed with the inputs
+ * the manifest declares for that method, checked against the model's own tensor types: int32 ids and masks, float32
+ * mask_bias for the NNAPI bundle.
  */
 class LiteRtClassifier(
     model: File,
@@ -115,30 +120,37 @@ class LiteRtClassifier(
     backend: Backend,
     private val numLabels: Int
 ) : Classifier {
+    /** A signature ready to run: its key, input names in the manifest's order, and output name. */
+    private class Signature(val method: MethodSpec, val key: String, val inputNames: List<String>, val output: String)
+
     private val nnapi: NnApiDelegate? = if (backend == Backend.NNAPI) NnApiDelegate() else null
     private val interpreter: Interpreter
-    private val signature: String
-    private val inputNames: List<String>
-    private val outputName: String
+    private val signatures: Map<Int, Signature>  // by sequence length
 
     init {
         val options = Interpreter.Options().setNumThreads(4).setUseXNNPACK(backend == Backend.XNNPACK)
         nnapi?.let { options.addDelegate(it) }
         interpreter = Interpreter(mapModel(model), options)
-        signature = interpreter.signatureKeys.firstOrNull()
-            ?: throw IllegalArgumentException("${artifact.name} has no signature; re-export it with the toolkit")
-        inputNames = signatureOrder(interpreter.getSignatureInputs(signature).toList())
-        outputName = interpreter.getSignatureOutputs(signature).first()
-        for ((name, spec) in inputNames.zip(artifact.inputs)) {
-            val type = interpreter.getInputTensorFromSignature(name, signature).dataType()
-            val expected = if (spec.dtype == "float32") DataType.FLOAT32 else DataType.INT32
-            require(type == expected) { "model input $name is $type but the manifest says $spec" }
+        val keys = interpreter.signatureKeys.toList()
+        require(keys.isNotEmpty()) { "${artifact.name} has no signature; re-export it with the toolkit" }
+        signatures = artifact.methods.associate { method ->
+            val key = method.name ?: keys.first()
+            require(key in keys) {
+                "${artifact.name} has no signature '$key' (it has $keys): the manifest does not describe this model"
+            }
+            val names = signatureOrder(method, interpreter.getSignatureInputs(key).toList())
+            for ((name, spec) in names.zip(method.inputs)) {
+                val type = interpreter.getInputTensorFromSignature(name, key).dataType()
+                val expected = if (spec.dtype == "float32") DataType.FLOAT32 else DataType.INT32
+                require(type == expected) { "model input $name of $key is $type but the manifest says $spec" }
+            }
+            method.sequenceLength to Signature(method, key, names, interpreter.getSignatureOutputs(key).first())
         }
     }
 
     /** The signature's input names in the manifest's order: by name when they match, else by their _N suffix. */
-    private fun signatureOrder(names: List<String>): List<String> {
-        val manifestNames = artifact.inputs.map { it.name }
+    private fun signatureOrder(method: MethodSpec, names: List<String>): List<String> {
+        val manifestNames = method.inputs.map { it.name }
         require(names.size == manifestNames.size) {
             "${artifact.name} has inputs $names, the manifest lists $manifestNames"
         }
@@ -148,10 +160,12 @@ class LiteRtClassifier(
     }
 
     override fun logits(input: Encoded): FloatArray {
+        val signature = signatures.getValue(artifact.method(input.inputIds.size).sequenceLength)
         val inputs = HashMap<String, Any>()
-        for ((name, value) in inputNames.zip(modelInputs(artifact, input, maskValue))) inputs[name] = toBuffer(value)
+        val values = modelInputs(artifact, signature.method, input, maskValue)
+        for ((name, value) in signature.inputNames.zip(values)) inputs[name] = toBuffer(value)
         val output = Array(1) { FloatArray(numLabels) }
-        interpreter.runSignature(inputs, mapOf<String, Any>(outputName to output), signature)
+        interpreter.runSignature(inputs, mapOf<String, Any>(signature.output to output), signature.key)
         return output[0]
     }
 
@@ -175,9 +189,10 @@ class LiteRtClassifier(
 }
 
 /**
- * ExecuTorch classifier for the bundle's .pte (lowered to XNNPACK at export time). Inputs are int32 [1, L] (and
- * float32 mask_bias when the manifest says so), exactly the dtypes the program was exported with: int64 would be
- * rejected by the program.
+ * ExecuTorch classifier for the bundle's .pte (lowered to XNNPACK at export time). The program has one method per
+ * length bucket (forward_16, forward_32, ...: the manifest's "methods"; "forward" for a record without them); every
+ * method is loaded up front and a text runs in the method of its length. Inputs are int32 [1, L] (and float32
+ * mask_bias when the manifest says so), exactly the dtypes the program was exported with: int64 would be rejected.
  */
 class ExecuTorchClassifier(
     model: File,
@@ -186,13 +201,25 @@ class ExecuTorchClassifier(
 ) : Classifier {
     private val module: Module = Module.load(model.absolutePath)
 
+    init {
+        for (method in artifact.methods) {
+            val name = method.name ?: "forward"
+            val status = module.loadMethod(name)
+            require(status == 0) {
+                "cannot prepare method '$name' of ${artifact.name} (error $status): a method the manifest lists is " +
+                    "missing, or the AAR lacks one of its operators"
+            }
+        }
+    }
+
     override fun logits(input: Encoded): FloatArray {
-        val values = modelInputs(artifact, input, maskValue).map { value ->
+        val method = artifact.method(input.inputIds.size)
+        val values = modelInputs(artifact, method, input, maskValue).map { value ->
             val shape = value.spec.shapeLong
             val ints = value.ints
             EValue.from(if (ints != null) Tensor.fromBlob(ints, shape) else Tensor.fromBlob(value.floats!!, shape))
         }
-        return module.forward(*values.toTypedArray())[0].toTensor().dataAsFloatArray
+        return module.execute(method.name ?: "forward", *values.toTypedArray())[0].toTensor().dataAsFloatArray
     }
 
     override fun close() = module.destroy()

@@ -12,7 +12,8 @@ import org.xlnetedge.tokenizer.XLNetTokenizer
  * default .tflite (LiteRT with XNNPACK on the CPU, the default; override with
  * `adb shell am start -n org.xlnetedge.app/.MainActivity --es backend CPU`, or NNAPI for the legacy path on devices
  * that still use it, API 27-34) and from its default .pte (ExecuTorch, XNNPACK) when one is bundled.
- * `--es model NAME` picks another artifact.
+ * `--es model NAME` picks another artifact. The text runs at the shortest length bucket that holds it (the model's
+ * method/signature forward_<length>), which is what a short text's latency reflects.
  *
  * At startup each model first passes the bundle's self-test (SelfTest.kt: selftest.json's golden texts must
  * tokenize to the golden ids and give the expected logits within the tolerance shown); a model that fails it is
@@ -26,8 +27,9 @@ class MainActivity : Activity() {
             val spec = loadBundleSpec(this)
             val tokenizer = XLNetTokenizer.load(assetFile(this, "$BUNDLE_ASSETS/tokenizer.json"))
             val text = intent.getStringExtra("text") ?: "a gorgeous , witty , seductive movie ."
-            val input = tokenizer.encode(text)
-            lines += "\"$text\": ${input.attentionMask.sum()} of ${tokenizer.sequenceLength} tokens"
+            val input = tokenizer.encodeBucketed(text)  // the shortest length bucket that holds the text
+            lines += "\"$text\": ${input.attentionMask.sum()} tokens, run at length ${input.inputIds.size} " +
+                "(buckets ${tokenizer.sequenceLengths})"
             val chosen = intent.getStringExtra("model")
             val artifacts = if (chosen != null) listOf(spec.artifact(chosen, "")) else
                 listOf("tflite", "pte").mapNotNull { f -> spec.artifacts.firstOrNull { it.format == f && it.valid } }
@@ -35,6 +37,7 @@ class MainActivity : Activity() {
             val selfTest = SelfTestSpec.parse(verifiedModelFile(this, selfTestRecord(spec)).readText())
             for (artifact in artifacts) {
                 val model = verifiedModelFile(this, artifact)  // valid, inside the bundle, manifest's sha256
+                artifact.requireLengths(tokenizer.sequenceLengths)  // one method per length bucket
                 val classifier: Classifier = if (artifact.format == "tflite") {
                     val asked = intent.getStringExtra("backend")  // adb: --es backend CPU (or NNAPI, legacy)
                     val backend = chooseBackend(artifact, asked, Build.VERSION.SDK_INT) { lines += "note: $it" }
@@ -53,11 +56,12 @@ class MainActivity : Activity() {
                         lines += "  ${artifact.name} failed its self-test: not used (re-export or re-copy the bundle)"
                         return@use
                     }
-                    it.logits(input)  // warm-up: delegates set themselves up on the first run
+                    it.logits(input)  // warm-up: delegates set themselves up on the first run of a method
                     val started = SystemClock.elapsedRealtimeNanos()
                     val logits = it.logits(input)
                     val ms = (SystemClock.elapsedRealtimeNanos() - started) / 1e6
-                    lines += "  ${describe(spec.labels, logits)}  (%.2f ms)".format(ms)
+                    val method = artifact.method(input.inputIds.size).name ?: "forward"
+                    lines += "  ${describe(spec.labels, logits)}  ($method, %.2f ms)".format(ms)
                 }
             }
         } catch (err: Exception) {

@@ -10,13 +10,17 @@ import java.math.MathContext
 // Kotlin, like Bundle.kt: tests/test_sample_apps.py runs it on the JVM (SelfTestMain.kt) with the host runtimes'
 // logits standing in for LiteRT/ExecuTorch on the phone. MainActivity runs it with the real classifiers.
 
-/** One golden text with the ids the export host's tokenizer gave it. */
+/**
+ * One golden text with the ids the export host's tokenizer gave it, at the length bucket an app must run it in
+ * ([sequenceLength]: the shortest that holds it, as XLNetTokenizer.encodeBucketed picks it).
+ */
 class GoldenExample(
     val text: String,
     val pair: String?,
     val inputIds: IntArray,
     val attentionMask: IntArray,
-    val tokenTypeIds: IntArray
+    val tokenTypeIds: IntArray,
+    val sequenceLength: Int = inputIds.size
 )
 
 /** One artifact's expected logits (the host run of its runtime) and the tolerance the device must meet. */
@@ -28,8 +32,13 @@ class GoldenOutputs(
     val logits: List<DoubleArray>
 )
 
-/** selftest.json. */
-class SelfTestSpec(val seqLen: Int, val examples: List<GoldenExample>, val artifacts: Map<String, GoldenOutputs>) {
+/** selftest.json: [seqLen] is the longest length bucket, [sequenceLengths] all of them (ascending). */
+class SelfTestSpec(
+    val seqLen: Int,
+    val examples: List<GoldenExample>,
+    val artifacts: Map<String, GoldenOutputs>,
+    val sequenceLengths: List<Int> = listOf(seqLen)
+) {
     companion object {
         @Suppress("UNCHECKED_CAST")
         fun parse(json: String): SelfTestSpec {
@@ -40,15 +49,18 @@ class SelfTestSpec(val seqLen: Int, val examples: List<GoldenExample>, val artif
             }
             fun ints(value: Any?) = (value as List<Double>).map { it.toInt() }.toIntArray()
             val examples = (doc["examples"] as List<Map<String, Any?>>).map {
-                GoldenExample(it["text"] as String, it["pair"] as? String, ints(it["input_ids"]),
-                              ints(it["attention_mask"]), ints(it["token_type_ids"]))
+                val ids = ints(it["input_ids"])
+                GoldenExample(it["text"] as String, it["pair"] as? String, ids, ints(it["attention_mask"]),
+                              ints(it["token_type_ids"]), (it["sequence_length"] as? Double)?.toInt() ?: ids.size)
             }
             val artifacts = (doc["artifacts"] as Map<String, Map<String, Any?>>).mapValues { (_, a) ->
                 GoldenOutputs(a["sha256"] as String, a["runtime"] as String, a["atol"] as Double,
                               a["tolerance"] as String,
                               (a["logits"] as List<List<Double>>).map { row -> row.toDoubleArray() })
             }
-            return SelfTestSpec((doc["seq_len"] as Double).toInt(), examples, artifacts)
+            val seqLen = (doc["seq_len"] as Double).toInt()
+            val lengths = (doc["sequence_lengths"] as? List<Double>)?.map { it.toInt() }?.sorted()
+            return SelfTestSpec(seqLen, examples, artifacts, if (lengths.isNullOrEmpty()) listOf(seqLen) else lengths)
         }
     }
 }
@@ -64,10 +76,12 @@ fun selfTestRecord(bundle: BundleSpec): ArtifactSpec {
 }
 
 /**
- * Replays the golden inputs: each text must tokenize to the golden ids (exactly), then each of [artifacts] must give
- * the expected logits within the selftest's tolerance. [logitsOf] runs one artifact on a list of tokenized inputs
- * (LiteRT or ExecuTorch on the phone). An artifact without expected outputs, or whose file is not the one the
- * outputs were computed for (sha256), is refused with [BundleException].
+ * Replays the golden inputs: each text must tokenize to the golden ids (exactly, at the length bucket
+ * XLNetTokenizer.encodeBucketed picks, which is the one the golden ids were stored at), then each of [artifacts] must
+ * give the expected logits within the selftest's tolerance. [logitsOf] runs one artifact on a list of tokenized
+ * inputs of various lengths, each in the method/signature of its length (LiteRT or ExecuTorch on the phone). An
+ * artifact without expected outputs, or whose file is not the one the outputs were computed for (sha256), is refused
+ * with [BundleException]; one whose length buckets are not the tokenizer's, with IllegalArgumentException.
  */
 fun runSelfTest(
     spec: SelfTestSpec,
@@ -76,10 +90,11 @@ fun runSelfTest(
     logitsOf: (ArtifactSpec, List<Encoded>) -> List<FloatArray>
 ): SelfTestResult {
     val lines = ArrayList<String>()
-    val encoded = spec.examples.map { tokenizer.encode(it.text, it.pair, spec.seqLen) }
+    val encoded = spec.examples.map { tokenizer.encodeBucketed(it.text, it.pair) }
     val wrong = spec.examples.indices.filter { i ->
         val e = spec.examples[i]
-        !(encoded[i].inputIds contentEquals e.inputIds && encoded[i].attentionMask contentEquals e.attentionMask &&
+        !(encoded[i].inputIds.size == e.sequenceLength && encoded[i].inputIds contentEquals e.inputIds &&
+            encoded[i].attentionMask contentEquals e.attentionMask &&
             encoded[i].tokenTypeIds contentEquals e.tokenTypeIds)
     }
     var passed = wrong.isEmpty()
@@ -93,6 +108,7 @@ fun runSelfTest(
             throw BundleException("selftest.json's expected outputs for ${artifact.name} are for another file " +
                 "(sha256 ${golden.sha256}, the manifest's is ${artifact.sha256}): re-export the bundle")
         }
+        artifact.requireLengths(tokenizer.sequenceLengths)  // one method per length bucket of the tokenizer
         val got = logitsOf(artifact, encoded)
         var maxDiff = 0.0
         var sameLabels = 0
@@ -112,6 +128,10 @@ fun runSelfTest(
             "${if (ok) "yes" else "NO"}; labels $sameLabels/${spec.examples.size} as " +
             "expected -> ${if (ok) "PASS" else "FAIL"}"
         lines += "  tolerance: ${golden.tolerance}"
+        val perMethod = encoded.groupingBy { artifact.method(it.inputIds.size).name ?: "forward" }.eachCount()
+        lines += "  methods: " + perMethod.entries.joinToString(", ") {
+            "${it.key} (${it.value} text${if (it.value == 1) "" else "s"})"
+        }
     }
     lines += "self-test: ${if (passed) "PASS" else "FAIL"}"
     return SelfTestResult(passed, lines)

@@ -9,8 +9,9 @@ import java.io.File
  *
  *   BundleInputsMainKt BUNDLE TEXTS.json
  *
- * Picks the default tflite and pte artifacts as the app does, tokenizes each text with the Kotlin tokenizer and
- * prints one line per artifact and text: "name<TAB>input<TAB>dtype<TAB>values" for every model input.
+ * Picks the default tflite and pte artifacts as the app does, tokenizes each text with the Kotlin tokenizer at the
+ * length bucket the app picks (encodeBucketed) and prints one line per artifact, text and model input of the method
+ * that length runs in: "name<TAB>method<TAB>input<TAB>dtype<TAB>values".
  */
 fun main(args: Array<String>) {
     val bundle = File(args[0])
@@ -20,10 +21,13 @@ fun main(args: Array<String>) {
     val texts = MiniJson.parse(File(args[1]).readText()) as List<String>
     for (format in listOf("tflite", "pte")) {
         val artifact = spec.artifact(null, format)
+        artifact.requireLengths(tokenizer.sequenceLengths)
         for (text in texts) {
-            for (input in modelInputs(artifact, tokenizer.encode(text), spec.maskValue)) {
+            val encoded = tokenizer.encodeBucketed(text)
+            val method = artifact.method(encoded.inputIds.size)
+            for (input in modelInputs(artifact, encoded, spec.maskValue)) {
                 val values = input.ints?.joinToString(" ") ?: input.floats!!.joinToString(" ")
-                println("${artifact.name}\t${input.spec.name}\t${input.spec.dtype}\t$values")
+                println("${artifact.name}\t${method.name}\t${input.spec.name}\t${input.spec.dtype}\t$values")
             }
         }
     }

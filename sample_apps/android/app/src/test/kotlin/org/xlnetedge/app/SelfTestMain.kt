@@ -13,8 +13,9 @@ import kotlin.system.exitProcess
  * Does what MainActivity does at startup — verifies selftest.json against the manifest (verifyModelFile), checks
  * that the Kotlin tokenizer gives the golden ids, and compares each default artifact's logits with the expected
  * ones — except that the logits come from OBSERVED.json ({"artifact name": [[logits per golden text], ...]}, what
- * the host runtimes give: there is no LiteRT or ExecuTorch on a plain JVM). Prints the result lines; exits 0 on
- * PASS, 1 on FAIL, 2 when the bundle or selftest.json is refused.
+ * the host runtimes give, each text run in its length bucket: there is no LiteRT or ExecuTorch on a plain JVM). The
+ * inputs each golden text would be fed with are still built, for the method of its length (modelInputs), as the
+ * classifiers do. Prints the result lines; exits 0 on PASS, 1 on FAIL, 2 when the bundle or selftest.json is refused.
  */
 fun main(args: Array<String>) {
     val bundle = File(args[0])
@@ -28,6 +29,7 @@ fun main(args: Array<String>) {
         val result = runSelfTest(selfTest, tokenizer, artifacts) { artifact, inputs ->
             val rows = observed[artifact.name] ?: throw IllegalArgumentException("no observed logits for ${artifact.name}")
             require(rows.size == inputs.size) { "observed logits for ${rows.size} texts, ${inputs.size} golden texts" }
+            for (input in inputs) modelInputs(artifact, input, spec.maskValue)  // the method of its length exists
             rows.map { row -> FloatArray(row.size) { row[it].toFloat() } }
         }
         result.lines.forEach { println(it) }

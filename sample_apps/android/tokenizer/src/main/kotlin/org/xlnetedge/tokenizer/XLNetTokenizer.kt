@@ -2,7 +2,10 @@ package org.xlnetedge.tokenizer
 
 import java.io.File
 
-/** Model inputs for one text: each array has `sequenceLength` entries (XLNet pads on the LEFT). */
+/**
+ * Model inputs for one text: each array has the length it was encoded at (XLNet pads on the LEFT); with
+ * [XLNetTokenizer.encodeBucketed] that length is the bucket, i.e. which method/signature of the model runs it.
+ */
 class Encoded(val inputIds: IntArray, val attentionMask: IntArray, val tokenTypeIds: IntArray)
 
 /**
@@ -36,7 +39,10 @@ class XLNetTokenizer(spec: Map<String, Any?>) {
     private val typeB: Int
     private val typeCls: Int
     private val typePad: Int
+    /** The longest length bucket (tokenizer.json "sequence_length"). */
     val sequenceLength: Int
+    /** The length buckets, ascending (tokenizer.json "sequence_lengths"; [sequenceLength] when it has none). */
+    val sequenceLengths: List<Int>
 
     private class Special(val content: String, val id: Int, val lstrip: Boolean, val rstrip: Boolean)
 
@@ -110,6 +116,9 @@ class XLNetTokenizer(spec: Map<String, Any?>) {
         typeCls = types.int("cls")
         typePad = types.int("pad")
         sequenceLength = spec.int("sequence_length")
+        // Length buckets: the model has one method/signature per length; a text runs at the shortest that holds it.
+        val lengths = (spec["sequence_lengths"] as? List<*>)?.map { (it as Double).toInt() }
+        sequenceLengths = if (lengths.isNullOrEmpty()) listOf(sequenceLength) else lengths.sorted()
     }
 
     /** Token ids of one text, without XLNet's special tokens around it. */
@@ -133,9 +142,22 @@ class XLNetTokenizer(spec: Map<String, Any?>) {
     }
 
     /** XLNet inputs: [pad.. A <sep> (B <sep>) <cls>], types 0/1, 2 for <cls>, 3 for padding. */
-    fun encode(text: String, pair: String? = null, seqLen: Int = sequenceLength): Encoded {
+    fun encode(text: String, pair: String? = null, seqLen: Int = sequenceLength): Encoded =
+        assemble(textIds(text), if (pair == null) null else textIds(pair), seqLen)
+
+    /**
+     * [encode] at the shortest length bucket that holds every token of the text (specials included: A + 2, or
+     * A + B + 3 for a pair); a longer text is cut to the longest bucket. The length of the arrays says which
+     * method/signature to run (forward_<length>).
+     */
+    fun encodeBucketed(text: String, pair: String? = null): Encoded {
         val a = textIds(text)
         val b = if (pair == null) null else textIds(pair)
+        val tokens = a.size + (if (b == null) 2 else b.size + 3)
+        return assemble(a, b, pickLength(tokens, sequenceLengths))
+    }
+
+    private fun assemble(a: List<Int>, b: List<Int>?, seqLen: Int): Encoded {
         val budget = seqLen - (if (b == null) 2 else 3)
         require(budget >= 0) { "seqLen=$seqLen is too short for XLNet's special tokens" }
         val (nA, nB) = truncatedLengths(a.size, b?.size, budget)
@@ -277,6 +299,9 @@ class XLNetTokenizer(spec: Map<String, Any?>) {
             @Suppress("UNCHECKED_CAST")
             return XLNetTokenizer(MiniJson.parse(file.readText(Charsets.UTF_8)) as Map<String, Any?>)
         }
+
+        /** The shortest of [lengths] (ascending) holding [tokens] tokens; the longest when none does. */
+        fun pickLength(tokens: Int, lengths: List<Int>): Int = lengths.firstOrNull { it >= tokens } ?: lengths.last()
 
         /** Cut from the end; pairs: the shorter keeps at most budget / 2 (A counts as shorter on ties). */
         fun truncatedLengths(lenA: Int, lenB: Int?, budget: Int): Pair<Int, Int> {
