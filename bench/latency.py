@@ -175,12 +175,12 @@ def tflite_contestant(student: XLNetStudent, recipe: str, folder: Path, calibrat
     """A .tflite recipe run by ai-edge-litert with one thread (its default XNNPACK delegate on)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from toolkit.export_tflite import export_tflite, signature_names
+    from toolkit.export_tflite import export_tflite, signature_inputs
 
     path = folder / f"student-{recipe}.tflite"
     artifact = Artifact(format="tflite", recipe=recipe, runtime="ai-edge-litert", delegate="xnnpack")
     export_tflite(student, artifact, path, calibration if recipe == "full-int8" else None)
-    key, names = signature_names(path.read_bytes())
+    key, names = next(iter(signature_inputs(path.read_bytes()).items()))  # one length: one signature
     runner = Interpreter(model_path=str(path), num_threads=1).get_signature_runner(key)
 
     def infer(sample: list[np.ndarray]) -> np.ndarray:

@@ -127,6 +127,10 @@ def test_record_describes_program_and_delegation(exported, recipe):
     assert delegation["partitions"] >= 1
     assert delegation["delegated_linears"] == N_LINEARS, "XNNPACK should take every linear"
     assert not any("linear" in op or "mm" in op for op in delegation["portable_ops"]), delegation["portable_ops"]
+    # The student's XNNPACK op variants leave no LayerNorm, broadcast expand or unsqueeze between delegate calls.
+    left = {op.split(".")[1] for op in delegation["portable_ops"]}
+    assert not left & {"native_layer_norm", "expand_copy", "unsqueeze_copy"}, delegation["portable_ops"]
+    assert delegation["partitions"] <= 2 * CONFIG.n_layer + 1, "work should land in few large XNNPACK partitions"
 
 
 @pytest.mark.parametrize("recipe", ["int8-static-embedding", "int8-dynamic-embedding"])

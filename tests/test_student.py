@@ -70,6 +70,22 @@ def test_l2norm_variant_is_layernorm_rewritten():
     assert (layer - l2).abs().max().item() <= 1e-4
 
 
+def test_xnnpack_variant_computes_the_same_function():
+    """3-D bmm attention and LayerNorm as means (what ExecuTorch's XNNPACK partitioner takes): same logits, and the
+    training student is left as it was."""
+    student = student_from_xlnet(tiny_xlnet(), seq_len=16).eval()
+    variant = student.with_op_variants(xnnpack=True)
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in student.modules())
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in variant.modules())
+    ids, mask, _ = xlnet_batch(16)
+    with torch.no_grad():
+        for row in range(len(ids)):  # the variant runs one sample at a time, as exported
+            reference = student(ids[row : row + 1], mask[row : row + 1])
+            assert (variant(ids[row : row + 1], mask[row : row + 1]) - reference).abs().max().item() <= 1e-5
+        with pytest.raises(ValueError, match="one sample at a time"):
+            variant(ids, mask)
+
+
 def test_padding_does_not_change_logits():
     """XLNet pools the last position and masks padding keys, so more left padding leaves logits unchanged."""
     student = student_from_xlnet(tiny_xlnet(), seq_len=32).eval()

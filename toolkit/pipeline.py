@@ -298,7 +298,7 @@ def stage_emulate(spec, records, distilled: Distilled, bundle: Path, work: Path,
                 f"{outcome.emulator['instructions_per_inference']:,} instructions/inference -> "
                 f"~{outcome.emulator['estimated_latency_ms']:.2f} ms on 1 thread "
                 f"({outcome.emulator.get('estimate_method', 'instructions')} estimate)"
-                + (f", ~{threads['estimated_latency_ms']:.2f} ms on {threads['threads']}" if threads else "")
+                + (f", ~{threads['estimated_latency_ms']:.2f} ms on {spec.profile.device.threads} threads" if threads else "")
                 + (f"; over the dev set's lengths ~{outcome.emulator['expected_latency_ms']:.2f} ms on 1 thread"
                    if outcome.emulator.get("expected_latency_ms") else ""))
             if not check["passed"]:

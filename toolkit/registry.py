@@ -57,20 +57,24 @@ class Backend:
     suffix: ClassVar[str]  # the file name's suffix
     runtimes: ClassVar[tuple[str, ...]]  # runtimes that run this format (the first is the default)
 
-    def export(self, student, artifact, path: Path, calibration: list[np.ndarray] | None) -> dict:
-        """Write the artifact to ``path`` (atomically); return the details the manifest records for it."""
+    def export(self, student, artifact, path: Path, calibration: list[np.ndarray] | None,
+               lengths: list[int] | None) -> dict:
+        """Write the artifact to ``path`` (atomically), one method per length in ``lengths`` (toolkit/buckets.py);
+        return the details the manifest records for it."""
         raise NotImplementedError
 
-    def run_on_host(self, path: Path, inputs: list[np.ndarray], runtime: str) -> np.ndarray:
-        """Logits [N, C] from the artifact's runtime on the host (Python bindings): the host check."""
+    def run_on_host(self, path: Path, inputs: list[np.ndarray], runtime: str, method: str | None = None) -> np.ndarray:
+        """Logits [N, C] of ``method`` (default: the only one) from the artifact's runtime on the host (Python
+        bindings): the host check."""
         raise NotImplementedError
 
-    def run_host_build(self, path: Path, inputs: list[np.ndarray], runtime: str) -> np.ndarray:
+    def run_host_build(self, path: Path, inputs: list[np.ndarray], runtime: str, method: str | None = None):
         """Logits from the host build of exactly what the emulated device runs (the emulator check's reference)."""
-        return self.run_on_host(path, inputs, runtime)
+        return self.run_on_host(path, inputs, runtime, method)
 
-    def run_emulated(self, device, artifact: dict, path: Path, inputs: list[np.ndarray], **options):
-        """An ``EmulatedRun`` of the artifact on the profile's emulated CPU (toolkit/emulate.py)."""
+    def run_emulated(self, device, artifact: dict, path: Path, inputs: list[np.ndarray], method: str | None = None,
+                     **options):
+        """An ``EmulatedRun`` of the artifact's ``method`` on the profile's emulated CPU (toolkit/emulate.py)."""
         raise NotImplementedError
 
 

@@ -430,6 +430,52 @@ def plot_distill_history(manifest: Mapping) -> Figure | None:
     return fig
 
 
+def plot_buckets(manifest: Mapping) -> Figure | None:
+    """Estimated latency per length bucket and over the dev set's lengths, per artifact (bucketed bundles only)."""
+    runs = [(a["name"], a["emulator"]) for a in manifest["artifacts"] if (a.get("emulator") or {}).get("buckets")]
+    if not runs:
+        return None
+    lengths = [b["sequence_length"] for b in runs[0][1]["buckets"]]
+    fig = Figure(figsize=(6.8, 3.4), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    _style(ax, "Estimated latency per length bucket (1 thread)")
+    width = 0.8 / (len(lengths) + 1)
+    shades = [BLUE, GREEN, AMBER, GREY]
+    for k, length in enumerate(lengths):
+        values = [next(b["estimated_latency_ms"] or 0 for b in run["buckets"] if b["sequence_length"] == length)
+                  for _, run in runs]  # fmt: skip
+        ax.bar([i + k * width for i in range(len(runs))], values, width, color=shades[k % len(shades)], alpha=0.35,
+               label=f"{length} tokens")
+    expected = [run.get("expected_latency_ms") or 0 for _, run in runs]
+    ax.bar([i + len(lengths) * width for i in range(len(runs))], expected, width, color=RED,
+           label="expected over the dev set's lengths")
+    ax.set_xticks([i + len(lengths) * width / 2 for i in range(len(runs))], [name for name, _ in runs], fontsize=7,
+                  rotation=15)
+    ax.set_ylabel("estimated ms (emulator)")
+    ax.legend(fontsize=7, ncols=2)
+    return fig
+
+
+def bucket_table(manifest: Mapping) -> tuple[list[str], list[list[str]], str] | None:
+    """Per artifact: the estimate at each length bucket, the expected latency over the dev set's lengths, and how
+    much less that is than running every text at the longest length (the fixed-length figure)."""
+    runs = [(a["name"], a["emulator"]) for a in manifest["artifacts"] if (a.get("emulator") or {}).get("buckets")]
+    if not runs:
+        return None
+    buckets = runs[0][1]["buckets"]
+    header = (["artifact"] + [f"{b['sequence_length']} tokens ({b['eval_share']:.0%} of dev) ms" for b in buckets]
+              + ["expected ms", f"fixed {buckets[-1]['sequence_length']} ÷ expected"])  # fmt: skip
+    rows = []
+    for name, run in runs:
+        expected, fixed = run.get("expected_latency_ms"), run.get("estimated_latency_ms")
+        rows.append([name] + [num(b["estimated_latency_ms"], ".2f") for b in run["buckets"]]
+                    + [num(expected, ".2f"), f"{fixed / expected:.2f}x" if expected and fixed else "–"])  # fmt: skip
+    note = ("Each text runs at the shortest length bucket that holds it (one method/signature per length in the "
+            "artifact). Expected = sum over buckets of (share of dev examples an app runs in it) x (its estimate); "
+            "the budget check uses the longest bucket, which every text may need.")
+    return header, rows, note
+
+
 @dataclass
 class Plot:
     key: str  # file stem under report_assets/
@@ -460,6 +506,9 @@ PLOTS: list[tuple[str, str, str, Callable[[Mapping], Figure | None]]] = [
     ("nnapi", "NNAPI delegate coverage",
      "Computed from the delegate's op rules, not by running the delegate.", plot_nnapi_coverage),
     ("history", "Distillation history", "Best epoch is the one kept.", plot_distill_history),
+    ("buckets", "Latency per length bucket",
+     "ESTIMATED latency of each length bucket on the emulated device (1 thread), and the expected latency over the "
+     "dev set's length distribution (red).", plot_buckets),
 ]  # fmt: skip
 
 
@@ -556,6 +605,7 @@ def _context(manifest: Mapping, plots: Sequence[Plot]) -> dict[str, Any]:
         "vocab": vocab,
         "assumptions": sorted({a["emulator"]["assumption"] for a in manifest["artifacts"] if a.get("emulator")}),
         "latency_table": latency_table(manifest),
+        "bucket_table": bucket_table(manifest),
         "cycles_estimate": any((a.get("emulator") or {}).get("estimate_method") == "cycles" for a in manifest["artifacts"]),
         "pct": pct,
         "signed_points": signed_points,
@@ -704,6 +754,10 @@ profile ({{ device.cpu_model }} at {{ device.clock_ghz }} GHz ⇒ an assumed
 <table><tr>{% for h in latency_table[0] %}<th{% if loop.first %} class="l"{% endif %}>{{ h }}</th>{% endfor %}</tr>
 {% for r in latency_table[1] %}<tr>{% for v in r %}<td{% if loop.first %} class="l"{% endif %}>{{ v }}</td>{% endfor %}</tr>{% endfor %}</table>
 <p><small>{{ latency_table[2] }}</small></p>
+{% if bucket_table %}<h3>Length buckets</h3>
+<table><tr>{% for h in bucket_table[0] %}<th{% if loop.first %} class="l"{% endif %}>{{ h }}</th>{% endfor %}</tr>
+{% for r in bucket_table[1] %}<tr>{% for v in r %}<td{% if loop.first %} class="l"{% endif %}>{{ v }}</td>{% endfor %}</tr>{% endfor %}</table>
+<p><small>{{ bucket_table[2] }}</small></p>{% if 'buckets' in plots %}{% set p = plots['buckets'] %}<figure><img alt="{{ p.title }}" src="{{ p.data_uri }}"><figcaption>{{ p.caption }}</figcaption></figure>{% endif %}{% endif %}
 <ul>{% for s in assumptions %}<li>{{ s }}</li>{% else %}<li class="warn">No artifact ran under the emulator: no latency estimate.</li>{% endfor %}</ul>
 
 <h2>Teacher and student</h2>
@@ -849,6 +903,9 @@ def render_markdown(manifest: Mapping, plots: Sequence[Plot]) -> str:
                 f"Median retired guest instructions per inference / `instructions_per_ns = {device['instructions_per_ns']}` "
                 f"(profile; {device['cpu_model']} at {device['clock_ghz']} GHz). Not measured on a device.", ""]  # fmt: skip
     out += [md_table(c["latency_table"][0], c["latency_table"][1]), "", c["latency_table"][2], ""]
+    if c["bucket_table"]:
+        out += ["### Length buckets", "", md_table(c["bucket_table"][0], c["bucket_table"][1]), "",
+                c["bucket_table"][2], ""]
     out += [f"- {s}" for s in c["assumptions"]] + [""]
     vocab = c["vocab"]
     out += ["## Teacher and student", "", md_table(["", "teacher", "student", "xlnet-base"], [

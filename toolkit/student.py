@@ -99,6 +99,25 @@ class CentredL2Norm(nn.Module):
         return normalised * (self.weight * self.scale) + self.bias
 
 
+class MeanPoolLayerNorm(nn.Module):
+    """``nn.LayerNorm`` over the last axis written with the ops XNNPACK's ExecuTorch partitioner takes.
+
+    ExecuTorch's XNNPACK backend has no LayerNorm: ``native_layer_norm`` runs on portable kernels between two
+    delegate calls. Its mean is a 4-D mean over the two innermost axes (XNNPACK's global average pooling), so the
+    input is viewed as [B, L, 1, d]; subtract, multiply and rsqrt are XNNPACK ops. Same parameters, same function.
+    """
+
+    def __init__(self, layer_norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.weight, self.bias, self.eps = layer_norm.weight, layer_norm.bias, layer_norm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x4 = x.reshape(*x.shape[:-1], 1, x.shape[-1]) if x.dim() == 3 else x
+        centred = x4 - x4.mean(dim=(2, 3), keepdim=True)
+        variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
+        return (centred * torch.rsqrt(variance + self.eps)).reshape(x.shape) * self.weight + self.bias
+
+
 def make_norm(config: StudentConfig) -> nn.Module:
     if config.normalisation == "l2norm":
         return CentredL2Norm(config.d_model, config.layer_norm_eps)
@@ -143,9 +162,22 @@ class RelativeAttention(nn.Module):
         self.layer_norm = make_norm(config)
         self.dropout = nn.Dropout(config.dropout)
         self.scale = 1.0 / math.sqrt(config.d_head)
-        # Export switch: the same math as one FULLY_CONNECTED per head and term instead of BATCH_MATMUL, which the
-        # NNAPI delegate does not take. Batch 1 only (what the exporters trace); training keeps the batched form.
+        # Export switches, batch 1 only (what the exporters trace); training keeps the batched form.
+        # per_head_linear: one FULLY_CONNECTED per head and term instead of BATCH_MATMUL (NNAPI takes no BMM).
+        # bmm_3d: every product one 3-D bmm over the heads; torch.matmul on 4-D tensors lowers to expand_copy +
+        # bmm, and ExecuTorch's XNNPACK partitioner leaves the expand_copy on portable kernels between delegate calls.
         self.per_head_linear = False
+        self.bmm_3d = False
+
+    def _matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a`` [B, n, L, x] times ``b`` [B, n, x, y] or [n, x, y] (shared by the batch) -> [B, n, L, y]."""
+        if not self.bmm_3d:
+            return torch.matmul(a, b)
+        batch, heads, rows, inner = a.shape
+        if batch != 1:
+            raise ValueError(f"bmm_3d attention runs one sample at a time, got a batch of {batch}")
+        out = torch.bmm(a.reshape(heads, rows, inner), b.reshape(heads, inner, b.shape[-1]))
+        return out.reshape(1, heads, rows, b.shape[-1])
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, n*dh] -> [B, n, L, dh]"""
@@ -170,16 +202,17 @@ class RelativeAttention(nn.Module):
         v = self._heads(self.v(h))
         k_pos = self.r(pos_table).reshape(-1, self.n_head, self.d_head).permute(1, 2, 0)  # [n, dh, 2L]
 
-        content = torch.matmul(q + self.r_w_bias[:, None, :], k.transpose(-1, -2))
-        position = self._relative_shift(torch.matmul(q + self.r_r_bias[:, None, :], k_pos), length)
+        heads = (self.n_head, 1, self.d_head)  # a bias per head, broadcast over positions (a view, not an unsqueeze)
+        content = self._matmul(q + self.r_w_bias.reshape(heads), k.transpose(-1, -2))
+        position = self._relative_shift(self._matmul(q + self.r_r_bias.reshape(heads), k_pos), length)
         # Segment term: per query, one score for "same segment" and one for "other segment".
-        seg_scores = torch.matmul(q + self.r_s_bias[:, None, :], self.seg_embed.permute(1, 2, 0))  # [B, n, L, 2]
+        seg_scores = self._matmul(q + self.r_s_bias.reshape(heads), self.seg_embed.permute(1, 2, 0))  # [B, n, L, 2]
         same, other = seg_scores[..., 0:1], seg_scores[..., 1:2]
         segment = same + segment_diff * (other - same)
 
         scores = (content + position + segment) * self.scale + mask_bias
         probs = self.dropout(torch.softmax(scores, dim=-1))
-        context = torch.matmul(probs, v).transpose(1, 2).reshape(h.shape[0], length, -1)
+        context = self._matmul(probs, v).transpose(1, 2).reshape(h.shape[0], length, -1)
         return self.layer_norm(self.dropout(self.o(context)) + h)
 
     def _forward_per_head_linear(
@@ -260,16 +293,24 @@ class XLNetStudent(nn.Module):
         """[B, L] 1/0 mask -> [B, L] additive bias: 0 for tokens, -mask_value for padding keys."""
         return (1.0 - attention_mask.to(torch.float32)) * -self.config.mask_value
 
-    def with_op_variants(self, *, per_head_linear: bool = False, l2_normalize=None, gather_rows=None) -> "XLNetStudent":
+    def with_op_variants(
+        self, *, per_head_linear: bool = False, l2_normalize=None, gather_rows=None, xnnpack: bool = False
+    ) -> "XLNetStudent":
         """A copy computing the same function with other ops: ``per_head_linear`` attention, ``l2_normalize(x)`` for
-        the l2norm's normalisation, ``gather_rows(table, ids)`` for the embedding lookup (None: the default op)."""
+        the l2norm's normalisation, ``gather_rows(table, ids)`` for the embedding lookup (None: the default op);
+        ``xnnpack``: only ops ExecuTorch's XNNPACK partitioner takes (3-D bmm attention, LayerNorm as means)."""
         copy_ = copy.deepcopy(self).eval()
         copy_.gather_rows = gather_rows
         for module in copy_.modules():
             if isinstance(module, RelativeAttention):
                 module.per_head_linear = per_head_linear
+                module.bmm_3d = xnnpack
             if isinstance(module, CentredL2Norm):
                 module.l2_normalize = l2_normalize
+            if xnnpack:
+                for name, child in module.named_children():
+                    if isinstance(child, nn.LayerNorm):
+                        setattr(module, name, MeanPoolLayerNorm(child))
         return copy_
 
     def mask_input(self, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -295,7 +336,7 @@ class XLNetStudent(nn.Module):
             bias = self.mask_bias_from_attention_mask(mask)
         else:
             bias = mask.to(torch.float32)
-        bias = bias[:, None, None, :]
+        bias = bias.reshape(bias.shape[0], 1, 1, -1)
         start = self.config.seq_len - length
         pos_table = self.dropout(self.pos_table[start : self.config.seq_len + length])
         if token_type_ids is None:
