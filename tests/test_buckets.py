@@ -39,6 +39,8 @@ ARTIFACTS = {
     "tflite-fp32": Artifact(format="tflite", recipe="fp32", runtime="ai-edge-litert", delegate="cpu"),
     "tflite-dynamic-int8": Artifact(format="tflite", recipe="dynamic-int8", runtime="ai-edge-litert", delegate="cpu"),
 }
+# Quantized weights are where a per-length copy would hide (ai-edge-quantizer writes one per signature's tensor).
+SIZE_CHECKED = ("pte-int8-dynamic-embedding", "tflite-dynamic-int8")
 
 
 def inputs_with_tokens(tokens: list[int], seed: int = 0) -> list[np.ndarray]:
@@ -125,15 +127,17 @@ def student() -> XLNetStudent:
 
 @pytest.fixture(scope="module")
 def exported(student, tmp_path_factory) -> dict:
-    """name -> (bucketed path, single-length path, record of the bucketed one)."""
+    """name -> (bucketed path, single-length path or None, record of the bucketed one)."""
     folder = tmp_path_factory.mktemp("buckets")
     out = {}
     for name, artifact in ARTIFACTS.items():
         export = export_pte if artifact.format == "pte" else export_tflite
         bucketed, single = folder / f"{name}.{artifact.format}", folder / f"{name}-single.{artifact.format}"
         details = export(student, artifact, bucketed, None, LENGTHS)
-        export(student, artifact, single, None, None)
-        out[name] = (bucketed, single, ArtifactRecord.for_file(artifact, bucketed, folder, CONFIG, details, LENGTHS))
+        if name in SIZE_CHECKED:
+            export(student, artifact, single, None, None)
+        record = ArtifactRecord.for_file(artifact, bucketed, folder, CONFIG, details, LENGTHS)
+        out[name] = (bucketed, single if name in SIZE_CHECKED else None, record)
     return out
 
 
@@ -158,7 +162,7 @@ def test_one_method_per_length_and_the_same_logits_in_every_bucket_that_holds_th
     assert np.abs(per_length[-1] - reference).max() <= (1e-4 if name.endswith("fp32") else 0.05)
 
 
-@pytest.mark.parametrize("name", list(ARTIFACTS))
+@pytest.mark.parametrize("name", SIZE_CHECKED)
 def test_weights_are_stored_once_for_all_lengths(name, exported):
     path, single, _ = exported[name]
     ratio = path.stat().st_size / single.stat().st_size

@@ -136,11 +136,11 @@ def validate_artifact(
         extra_emulated.append(bucket.run.logits[count:])
     cpu, runtime = buckets[0].run.cpu, buckets[0].run.runtime
     check = compare_logits(f"emulator {profile.device.qemu_cpu} vs host {artifact['runtime']}", host, emulated, labels)
-    check = gate_emulator_vs_host(check, profile.validation.tolerances, is_float, None if is_float else quantization_step(host))
+    step = None if is_float else quantization_step(host)
+    check = gate_emulator_vs_host(check, profile.validation.tolerances, is_float, step)
     extras = compare_logits("timing-only inputs", np.concatenate(extra_host), np.concatenate(extra_emulated))
     if extras.samples:  # the extra inputs must agree too: they are what the bucket's latency was measured on
-        extras = gate_emulator_vs_host(extras, profile.validation.tolerances, is_float,
-                                       None if is_float else quantization_step(host))
+        extras = gate_emulator_vs_host(extras, profile.validation.tolerances, is_float, step)
         check.failures += [f"{failure} (inputs run only to time a bucket)" for failure in extras.failures]
         check.passed = check.passed and extras.passed
     student_accuracy = float((student_reference.argmax(1) == labels).mean())
