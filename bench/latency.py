@@ -246,12 +246,15 @@ def markdown(args, config: StudentConfig, rows: list[tuple[Contestant, float]], 
         f"{args.warmup} warm-up runs.",
         f"Machine: {machine_line()}.",
         "",
-        "| contestant | latency ms | speed-up vs teacher | size MB | note |",
-        "|---|---:|---:|---:|---|",
+        "| contestant | latency ms | speed-up vs teacher | latency vs ONNX Runtime int8 | size MB | note |",
+        "|---|---:|---:|---:|---:|---|",
     ]
+    ort_ms = next((ms for contestant, ms in rows if contestant.name.startswith("ONNX Runtime")), None)
     for contestant, ms in rows:
         size = f"{contestant.size_bytes / 1e6:.2f}" if contestant.size_bytes else "-"
-        lines.append(f"| {contestant.name} | {ms:.2f} | {teacher_ms / ms:.1f}x | {size} | {contestant.size_note} |")
+        versus = f"{ms / ort_ms:.2f}x" if ort_ms else "-"
+        lines.append(f"| {contestant.name} | {ms:.2f} | {teacher_ms / ms:.1f}x | {versus} | {size} | "
+                     f"{contestant.size_note} |")
     lines += [
         "",
         f"int8 programs vs the fp32 eager student on {args.agreement_samples} "
