@@ -56,7 +56,7 @@ def small_data(folder: Path, rows: int = 96) -> tuple[Path, Path]:
 
 def profile_file(folder: Path, edit: Callable[[dict], None], base: str = "arm64-cpu", name: str = "p.yaml") -> Path:
     data = yaml.safe_load(shipped_profile_paths()[base].read_text())
-    data["sequence_length"] = 32
+    data["sequence_length"], data["sequence_lengths"] = 32, [16, 32]
     edit(data)
     path = folder / name
     path.write_text(yaml.safe_dump(data))

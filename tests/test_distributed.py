@@ -57,7 +57,7 @@ def inputs(tiny_teacher_dir, tmp_path_factory) -> dict[str, Path]:
         lines = source.read_text(encoding="utf-8").splitlines()
         (folder / name).write_text("\n".join(lines[: rows + 1]) + "\n", encoding="utf-8")
     profile = yaml.safe_load(shipped_profile_paths()["arm64-cpu"].read_text())
-    profile["sequence_length"] = 32
+    profile["sequence_length"], profile["sequence_lengths"] = 32, None
     (folder / "profile.yaml").write_text(yaml.safe_dump(profile))
     # The same tiny teacher with dropout off (the student inherits the teacher's dropout).
     no_dropout = save_tiny_teacher(folder / "teacher-no-dropout")

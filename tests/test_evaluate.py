@@ -31,7 +31,7 @@ def bundle(tiny_teacher_dir, small_data, tmp_path_factory):
     """One export (no emulation) of a tiny student with a .pte and a .tflite; ~1 min on 2 cores."""
     scratch = tmp_path_factory.mktemp("evaluate")
     data = yaml.safe_load(shipped_profile_paths()["arm64-cpu"].read_text())
-    data.update(name="tiny-evaluate", sequence_length=32, artifacts=ARTIFACTS)
+    data.update(name="tiny-evaluate", sequence_length=32, sequence_lengths=[16, 32], artifacts=ARTIFACTS)
     data["validation"]["emulator_samples"] = 4
     data["validation"]["tolerances"].update({"max_accuracy_drop_points": 60, "min_argmax_agreement": 0.5})
     (scratch / "profile.yaml").write_text(yaml.safe_dump(data))

@@ -15,7 +15,7 @@ def tiny_profile(tmp_path, name="raspberry-pi-4", **tolerances):
     """A shipped profile at sequence length 32 with a few emulated samples; loose tolerances for a random teacher."""
     data = yaml.safe_load(shipped_profile_paths()[name].read_text())
     data["name"] = f"tiny-{name}"
-    data["sequence_length"] = 32
+    data["sequence_length"], data["sequence_lengths"] = 32, [16, 32]
     data["validation"]["emulator_samples"] = 6
     data["validation"]["tolerances"].update(
         {"max_accuracy_drop_points": 60, "min_argmax_agreement": 0.5, **tolerances}

@@ -42,7 +42,7 @@ def write_variant(tmp_path: Path, edit) -> Path:
 
 
 def test_user_profile_file_loads(tmp_path):
-    path = write_variant(tmp_path, lambda d: d.update(name="my-board", sequence_length=64))
+    path = write_variant(tmp_path, lambda d: d.update(name="my-board", sequence_length=64, sequence_lengths=[32, 64]))
     profile = load_profile(path)
     assert profile.name == "my-board" and profile.sequence_length == 64
 

@@ -8,6 +8,7 @@ import pytest
 from bundle_fixture import build_tiny_bundle, host_inputs, sst2_dev_sentences
 from toolkit import validate
 from toolkit.checks import gate_emulator_vs_host, compare_logits
+from toolkit.manifest import run_on_host
 from toolkit.profiles import load_profile
 
 pytestmark = pytest.mark.emulator
@@ -33,7 +34,7 @@ def test_matching_artifact_passes_with_instruction_counts(bundle):
     profile = load_profile("raspberry-pi-4")
     inputs, labels = subset(bundle)
     artifact = pte_artifact(bundle)
-    reference = validate.host_logits(artifact, bundle / artifact["file"], inputs)
+    reference = run_on_host(artifact, bundle / artifact["file"], inputs)  # each text in its length bucket
     outcome = validate.validate_artifact(artifact, bundle, profile, inputs, labels, reference)
     assert outcome.check.passed, outcome.check.failures
     assert outcome.check.max_abs_logit_diff <= 1e-5
@@ -56,11 +57,11 @@ def test_wrong_reference_fails_validation(bundle, monkeypatch):
     artifact = pte_artifact(bundle)
     real = validate.host_logits
 
-    def wrong_reference(artifact, model, inputs):
-        return real(artifact, model, inputs)[:, ::-1] + 0.5  # swapped classes: a mixed-up reference
+    def wrong_reference(artifact, model, inputs, method=None):
+        return real(artifact, model, inputs, method)[:, ::-1] + 0.5  # swapped classes: a mixed-up reference
 
     monkeypatch.setattr(validate, "host_logits", wrong_reference)
-    reference = real(artifact, bundle / artifact["file"], inputs)
+    reference = run_on_host(artifact, bundle / artifact["file"], inputs)
     outcome = validate.validate_artifact(artifact, bundle, profile, inputs, labels, reference)
     assert not outcome.check.passed
     assert any("max |diff|" in f for f in outcome.check.failures)
