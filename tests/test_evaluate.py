@@ -59,27 +59,37 @@ def write_tsv(path, rows, columns=("sentence", "label")):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def tflite_logits(path, inputs) -> np.ndarray:
+def bucket_of(row_mask, lengths: list[int]) -> int:
+    """The length an app runs a text at: the shortest bucket holding its tokens, else the longest."""
+    tokens = int(np.sum(row_mask))
+    return min([n for n in lengths if n >= tokens] or [max(lengths)])
+
+
+def tflite_logits(path, inputs, lengths: list[int]) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=1)
-    interpreter.allocate_tensors()
-    details, output = interpreter.get_input_details(), interpreter.get_output_details()[0]
     rows = []
     for i in range(len(inputs[0])):
-        for detail, array in zip(details, inputs):
-            interpreter.set_tensor(detail["index"], array[i : i + 1])
-        interpreter.invoke()
-        rows.append(interpreter.get_tensor(output["index"]).reshape(-1))
+        length = bucket_of(inputs[1][i], lengths)
+        runner = interpreter.get_signature_runner(f"forward_{length}")
+        names = sorted(runner.get_input_details(), key=lambda n: int(n.rsplit("_", 1)[-1]))
+        result = runner(**{name: array[i : i + 1, -length:] for name, array in zip(names, inputs)})
+        rows.append(next(iter(result.values())).reshape(-1))
     return np.stack(rows)
 
 
-def pte_logits(path, inputs) -> np.ndarray:
+def pte_logits(path, inputs, lengths: list[int]) -> np.ndarray:
     from executorch.runtime import Runtime
 
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-    return np.concatenate([method.execute([torch.from_numpy(a[i : i + 1]) for a in inputs])[0].numpy()
-                           for i in range(len(inputs[0]))])  # fmt: skip
+    program = Runtime.get().load_program(str(path))
+    rows = []
+    for i in range(len(inputs[0])):
+        length = bucket_of(inputs[1][i], lengths)
+        method = program.load_method(f"forward_{length}")
+        sample = [torch.from_numpy(np.ascontiguousarray(a[i : i + 1, -length:])) for a in inputs]
+        rows.append(method.execute(sample)[0].numpy())
+    return np.concatenate(rows)
 
 
 def counted_figures(predicted: list[int], truth: list[int], classes: int) -> tuple[float, float, list[list[int]]]:
@@ -122,7 +132,8 @@ def test_figures_equal_an_independent_computation(bundle, tmp_path):
         else:
             entry = next(a for a in manifest["artifacts"] if a["name"] == model.name)
             run = pte_logits if entry["format"] == "pte" else tflite_logits
-            predicted = run(bundle / entry["file"], inputs).argmax(1).tolist()
+            lengths = [m["sequence_length"] for m in entry["methods"]]
+            predicted = run(bundle / entry["file"], inputs, lengths).argmax(1).tolist()
         accuracy, f1, confusion = counted_figures(predicted, truth, 2)
         assert model.accuracy == pytest.approx(accuracy), model.name
         assert model.macro_f1 == pytest.approx(f1), model.name
