@@ -202,10 +202,10 @@ def signature_inputs(model: bytes) -> dict[str, list[str]]:
     return {key: sorted(sig["inputs"], key=lambda n: int(n.rsplit("_", 1)[-1])) for key, sig in signatures.items()}
 
 
-def signature_length(key: str, model_lengths: Sequence[int]) -> int:
-    """The length a signature takes: ``forward_<length>``; a model without buckets takes its only length."""
+def signature_length(key: str, longest: int) -> int:
+    """The length a signature takes: ``forward_<length>``; a model without buckets takes the longest."""
     suffix = key.rsplit("_", 1)[-1]
-    return int(suffix) if suffix.isdigit() else max(model_lengths)
+    return int(suffix) if suffix.isdigit() else longest
 
 
 def _running_min_max(qsv: dict, new_qsv: dict) -> dict:
@@ -233,7 +233,7 @@ def calibrate(model: bytes, recipe, calibration: list[np.ndarray]) -> dict:
     longest = calibration[0].shape[1]
     samples = {}
     for key, names in signature_inputs(model).items():
-        arrays = at_length(calibration, signature_length(key, [longest]))
+        arrays = at_length(calibration, signature_length(key, longest))
         samples[key] = [{name: array[i : i + 1] for name, array in zip(names, arrays)} for i in range(len(arrays[0]))]
     ranges = calibrator.Calibrator(model, num_threads=1, qsv_update_func=_running_min_max)
     ranges.calibrate(samples, manager)
