@@ -41,6 +41,7 @@ from toolkit.student import StudentConfig, XLNetStudent, model_inputs
 
 FIT_VOCAB = 8000
 SAMPLES = 2  # one warm-up inference, then the profiled one
+WORKERS = 2
 
 
 def student_config(profile, n_layer: int, d_model: int, vocab: int = FIT_VOCAB) -> StudentConfig:
@@ -74,12 +75,64 @@ def export(config: StudentConfig, artifact, folder: Path) -> Path:
     return path
 
 
+EXPORTER_SOURCES = {  # the code that decides an artifact's graph: a change there re-runs its emulations
+    "pte": ("toolkit/export_pte.py", "toolkit/student.py"),
+    "tflite": ("toolkit/export_tflite.py", "toolkit/tflite_graph.py", "toolkit/student.py"),
+}
+
+
+def exporter_fingerprint(fmt: str) -> str:
+    from toolkit.files import PROJECT_ROOT
+
+    digest = hashlib.sha256()
+    for name in EXPORTER_SOURCES[fmt]:
+        digest.update((PROJECT_ROOT / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_path(profile, artifact, config: StudentConfig, threads: int = 1) -> Path:
+    """Where the emulation of ``config`` as ``artifact`` on the profile's core is cached (keyed by all it depends on)."""
+    device = profile.device
+    key_text = json.dumps([combo_key(profile, artifact), device.qemu_cpu, device.core.model_dump(mode="json"),
+                           config.__dict__, threads, 2, exporter_fingerprint(artifact.format)],
+                          sort_keys=True, default=str)  # fmt: skip
+    return cache_dir("student-cost") / (hashlib.sha256(key_text.encode()).hexdigest()[:20] + ".json")
+
+
+def _emulate_task(task: tuple[str, str, dict]) -> dict:
+    """One emulation in a worker process (profiles looked up by name: the worker starts fresh)."""
+    torch.set_num_threads(1)
+    profile_name, artifact_name, config = task
+    profile = next(p for p in list_profiles() if p.name == profile_name)
+    artifact = next(a for a in profile.artifacts if a.name == artifact_name)
+    return emulate(profile, artifact, StudentConfig(**config))
+
+
+def emulate_all(tasks, log=print) -> None:
+    """Fill the cache for every ``(profile, artifact, config)`` not in it yet, ``WORKERS`` at a time (an export and
+    a qemu run each use one core)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo, seen = [], set()
+    for profile, artifact, config in tasks:
+        path = cached_path(profile, artifact, config)
+        if not path.is_file() and path not in seen:
+            seen.add(path)
+            todo.append((profile.name, artifact.name, dict(config.__dict__)))
+    if not todo:
+        return
+    log(f"{len(todo)} emulations to run, {WORKERS} at a time")
+    with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for task, result in zip(todo, pool.map(_emulate_task, todo)):
+            log(f"  {task[0]} {task[1]} {result['n_layer']} x d{result['d_model']}: "
+                f"{result['cycles'] / 1e6:.1f} M cycles ({result['seconds']} s)")
+
+
 def emulate(profile, artifact, config: StudentConfig, threads: int = 1) -> dict:
     """Cycle estimate of one steady-state inference (cached by everything that changes it)."""
     device = profile.device
-    key_text = json.dumps([combo_key(profile, artifact), device.qemu_cpu, device.core.model_dump(mode="json"),
-                           config.__dict__, threads, 2], sort_keys=True, default=str)  # fmt: skip
-    cached = cache_dir("student-cost") / (hashlib.sha256(key_text.encode()).hexdigest()[:20] + ".json")
+    cached = cached_path(profile, artifact, config, threads)
     if cached.is_file():
         return json.loads(cached.read_text())
     started = time.monotonic()
@@ -112,6 +165,8 @@ def fit_shapes(profile) -> list[tuple[int, int]]:
 
 
 def fit_all(profiles, log=print) -> dict:
+    emulate_all([(profile, artifact, student_config(profile, n_layer, d_model)) for profile in profiles
+                 for artifact in profile.artifacts for n_layer, d_model in fit_shapes(profile)], log)  # fmt: skip
     models: dict = {}
     for profile in profiles:
         for artifact in profile.artifacts:
@@ -172,8 +227,11 @@ def check_all(profiles, log=print) -> list[dict]:
     vocab = bundled_vocab_size()
     cap = int(xlnet_parameters(12, 768, 3072, 32000, 2) * MAX_PARAM_RATIO)
     rows = []
+    chosen = {profile.name: choose_shape(profile, teacher, vocab, cap) for profile in profiles}
+    emulate_all([(profile, artifact, chosen[profile.name][0]) for profile in profiles
+                 for artifact in profile.artifacts], log)  # fmt: skip
     for profile in profiles:
-        config, cost = choose_shape(profile, teacher, vocab, cap)
+        config, cost = chosen[profile.name]
         for artifact in profile.artifacts:
             predicted = predict_ms(config, profile, artifact)
             result = emulate(profile, artifact, config)

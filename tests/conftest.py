@@ -7,8 +7,14 @@ import random
 import pytest
 import torch
 
+import toolkit.export_workers
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, load_labelled
 from toolkit.profiles import load_profile
+
+# In-process pipeline runs export in this process: a tiny student exports in seconds, less than two worker processes
+# take to import the exporters. The worker pool is exercised by tests/test_export_workers.py and by every test that
+# runs the command line in a subprocess (which keeps the default).
+toolkit.export_workers.DEFAULT_WORKERS = 1
 
 
 def save_tiny_teacher(folder, n_layer: int = 4, d_model: int = 32, seed: int = 0, num_labels: int = 2):

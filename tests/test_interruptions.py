@@ -244,7 +244,12 @@ KILL_POINTS = [
     # record: killed during the check, models/ must hold nothing (resume then re-exports it identically).
     KillPoint("host-check-of-first-artifact-SIGKILL", signal.SIGKILL, file="work/unchecked/pte-fp32.pte",
               resumed_log=("student already distilled",)),  # fmt: skip
-    KillPoint("mid-export-tflite-SIGINT", signal.SIGINT, line="tflite-full-int8: exporting",
+    # Both artifacts export at once in worker processes (toolkit/export_workers.py): Ctrl-C reaches the workers too.
+    KillPoint("mid-export-SIGINT", signal.SIGINT, line="tflite-full-int8: exporting",
+              resumed_log=("student already distilled",)),  # fmt: skip
+    # The first artifact's record is written, then its file moved into models/: killed in between or after, the
+    # rerun keeps it (moves it if needed) instead of exporting it again.
+    KillPoint("first-artifact-recorded-SIGKILL", signal.SIGKILL, file="work/records/pte-fp32.json",
               resumed_log=("pte-fp32: already exported and checked",)),  # fmt: skip
     KillPoint("emulator-stage-SIGKILL", signal.SIGKILL, line="[4/5] emulator",
               resumed_log=("pte-fp32: " + ALREADY[0], "tflite-full-int8: " + ALREADY[0])),  # fmt: skip
@@ -252,7 +257,8 @@ KILL_POINTS = [
               resumed_log=("pte-fp32: " + ALREADY[0], "tflite-full-int8: " + ALREADY[0])),  # fmt: skip
 ]
 # Near-duplicates of a default case (same work on disk when the kill lands): run with -m slow.
-SLOW = {"distill-start-SIGKILL", "export-start-SIGKILL", "emulator-stage-SIGKILL"}
+SLOW = {"distill-start-SIGKILL", "export-start-SIGKILL", "emulator-stage-SIGKILL",
+        "first-artifact-recorded-SIGKILL"}
 KNOWN: dict = {}  # product bugs a kill point exposes, as xfail marks (none open)
 
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from toolkit.cycles import CycleEstimate, WindowProfile, estimate_from_profile, plugin_cache_args, read_profile
 from toolkit.errors import ToolkitError
-from toolkit.files import atomic_path, cache_dir, sha256_file
+from toolkit.files import atomic_path, build_lock, cache_dir, sha256_file
 from toolkit.profiles import Device
 from toolkit.pte_runner import (
     DEVICE_EXECUTORCH_LIB,
@@ -172,6 +172,11 @@ def prepare_device() -> Path:
     ExecuTorch runners (host and device builds) are built here once if not cached, before the emulator stage runs
     artifacts side by side (which would otherwise each build them)."""
     require_tools()
+    with build_lock("emulated-device"):  # the main job starts this in the background; a stage waits for it here
+        return _prepare_device()
+
+
+def _prepare_device() -> Path:
     started = time.time()
     if not _rootfs_ready(_rootfs_path()):
         print("[emulator] first run: building the emulated device (a Debian arm64 root filesystem from ~30 MB of "

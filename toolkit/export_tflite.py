@@ -363,6 +363,12 @@ class LiteRTBackend(Backend):
     def export(self, student, artifact, path, calibration, lengths):
         return export_tflite(student, artifact, path, calibration, lengths)
 
+    def prepare_host(self, runtime):
+        if runtime == "tflite-runtime":  # its own venv (numpy 1.x), built on first use
+            from toolkit.tflite_runtime_env import ensure_tflite_runtime_venv
+
+            ensure_tflite_runtime_venv()
+
     def run_on_host(self, path, inputs, runtime, method=None):
         return run_tflite(path, inputs, runtime, method)
 

@@ -47,6 +47,20 @@ def cache_dir(*parts: str) -> Path:
 
 
 @contextlib.contextmanager
+def build_lock(name: str) -> Iterator[None]:
+    """Held while something shared in the cache is built (a venv, the emulator's root filesystem): another thread or
+    process that needs it waits instead of building it a second time over the first."""
+    import fcntl
+
+    with open(cache_dir() / f".{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_path(final: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block finishes.
 

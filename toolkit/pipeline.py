@@ -17,6 +17,7 @@ import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -31,6 +32,7 @@ from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
 from toolkit.distill import CostPrediction, DistillSettings, distill, release_memory
 from toolkit.errors import ToolkitError, raise_if_interrupted
+from toolkit.export_workers import ExportJob, export_in_order, export_workers
 from toolkit.files import atomic_write_json, sha256_file
 from toolkit.labels import LabelMatch, match_labels
 from toolkit.manifest import ArtifactRecord, methods_json, specs_json
@@ -145,13 +147,6 @@ def calibration_inputs(student, encoder, train: LabelledData, seed: int) -> list
     return encode_for(student, encoder, train.subset(picked))
 
 
-def export_artifact(student, artifact: Artifact, path: Path, calibration, bundle: Path, lengths) -> ArtifactRecord:
-    """Write one artifact (not yet valid; one method per length bucket) and its record; the format's backend does
-    the work."""
-    details = get_backend(artifact.format).export(student, artifact, path, calibration, lengths)
-    return ArtifactRecord.for_file(artifact, path, bundle, student.config, details, lengths)
-
-
 def run_on_host(record: ArtifactRecord, path: Path, inputs: list[np.ndarray]) -> np.ndarray:
     """Logits from the runtime the artifact ships for, on the host, each example in the bucket an app picks."""
     return manifest.run_on_host(record.to_json(), path, inputs)
@@ -208,44 +203,56 @@ def reject(record: ArtifactRecord, bundle: Path) -> None:
 def stage_export_and_check(spec, distilled: Distilled, bundle: Path, work: Path, log: Log, timings: dict) -> list:
     """Every artifact of the profile: export, host check on the whole dev set, keep or reject. Resumable per file.
 
-    ``timings`` receives the seconds spent exporting and checking (``export``, ``host_checks``).
+    Artifacts are exported side by side (``toolkit.export_workers``); each is checked as soon as it is written.
+    ``timings`` receives the seconds spent exporting (the stage's wall time less the checks) and checking.
     """
+    started = time.time()
     student, labels = distilled.student, np.asarray(spec.dev.labels)
-    calibration = calibration_inputs(student, distilled.encoder, spec.train, spec.profile.validation.seed)
-    records = []
+    records: dict[str, ArtifactRecord] = {}
+    jobs = []
     for artifact in spec.profile.artifacts:
         cached = work / "records" / f"{artifact.name}.json"
         if cached.is_file():
             record = ArtifactRecord(**json.loads(cached.read_text()))
+            checked = work / "unchecked" / Path(record.file).name
+            if not (bundle / record.file).is_file() and checked.is_file() and sha256_file(checked) == record.sha256:
+                move_into(checked, bundle / record.file)  # stopped between writing the record and moving the file
             if (bundle / record.file).is_file() and sha256_file(bundle / record.file) == record.sha256:
                 log(f"{artifact.name}: already exported and checked")
-                records.append(record)
+                records[artifact.name] = record
                 continue
-        log(f"{artifact.name}: exporting ({artifact.runtime}, {artifact.delegate})")
-        suffix = get_backend(artifact.format).suffix
         # Exported and checked in work/; only a checked file reaches models/ (or rejected/), so an interrupted
         # run never leaves an unchecked model where an app would look for one.
-        path = work / "unchecked" / f"{artifact.name}.{suffix}"
-        started = time.time()
-        raise_if_interrupted()
-        record = export_artifact(student, artifact, path, calibration, bundle, spec.profile.lengths)
-        timings["export"] += time.time() - started
-        started = time.time()
-        raise_if_interrupted()
-        check = host_check(record, path, distilled.dev_inputs, labels, distilled.reference,
+        suffix = get_backend(artifact.format).suffix
+        jobs.append(ExportJob(artifact, work / "unchecked" / f"{artifact.name}.{suffix}"))
+    calibration = calibration_inputs(student, distilled.encoder, spec.train, spec.profile.validation.seed)
+    workers = min(export_workers(), len(jobs))
+    if len(jobs) > 1 and workers > 1:
+        log(f"exporting {len(jobs)} artifacts, {workers} at a time")
+    for job in jobs:
+        log(f"{job.artifact.name}: exporting ({job.artifact.runtime}, {job.artifact.delegate})")
+    raise_if_interrupted()
+    checks_seconds = 0.0
+    for job, record in export_in_order(jobs, student, distilled.folder, calibration, bundle, spec.profile.lengths,
+                                       workers):
+        checking = time.time()
+        check = host_check(record, job.path, distilled.dev_inputs, labels, distilled.reference,
                            spec.profile.validation.tolerances)
-        timings["host_checks"] += time.time() - started
+        checks_seconds += time.time() - checking
         record.checks.append(check)
         record.valid = check["passed"]
-        log(f"{artifact.name}: {record.bytes / 1e6:.2f} MB, host accuracy {check['accuracy']:.4f} "
+        log(f"{record.name}: {record.bytes / 1e6:.2f} MB, host accuracy {check['accuracy']:.4f} "
             f"(student {check['reference_accuracy']:.4f}), agreement {check['argmax_agreement']:.4f} -> "
             + ("PASS" if check["passed"] else "FAIL: " + "; ".join(check["failures"])))
         staged = bundle / record.file
         record.file = f"{'models' if record.valid else 'rejected'}/{staged.name}"
-        atomic_write_json(cached, record.to_json())  # the record first: a file in models/ always has one
+        atomic_write_json(work / "records" / f"{record.name}.json", record.to_json())  # a file in models/ has one
         move_into(staged, bundle / record.file)
-        records.append(record)
-    return records
+        records[record.name] = record
+        raise_if_interrupted()
+    timings["host_checks"] += checks_seconds
+    timings["export"] += time.time() - started - checks_seconds
+    return [records[artifact.name] for artifact in spec.profile.artifacts]
 
 
 def stage_emulate(spec, records, distilled: Distilled, bundle: Path, work: Path, log: Log) -> None:
@@ -610,6 +617,7 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
         log(f"[{index}/{len(names)}] {name}")
         return time.time()
 
+    start_first_run_builds(spec)
     started = timed(1, names[0])
     teacher_dir, cached = stage_teacher(spec, log)
     stages["teacher"] = {"seconds": round(time.time() - started, 1), "cached": cached}
@@ -645,6 +653,29 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
         failed = [r.name for r in records if not r.valid]
         raise ExportFailed(f"{spec.profile.name}: artifacts failed their checks: {failed} (see {bundle}/report.html)")
     return manifest
+
+
+def start_first_run_builds(spec: RunSpec) -> None:
+    """Build what later stages need once per machine (the emulated device, a runtime's host environment) in a
+    background thread while the teacher and the student train: on a fresh clone ~30 s of mostly disk and pip. Each
+    builder holds a lock (toolkit.files.build_lock), so a stage that needs one sooner waits for it; an error is
+    raised again by the stage that needs it."""
+    import threading
+
+    from toolkit.emulate import prepare_device
+
+    host_runtimes = sorted({(artifact.format, artifact.runtime) for artifact in spec.profile.artifacts})
+    builds = [partial(get_backend(fmt).prepare_host, runtime) for fmt, runtime in host_runtimes]
+    builds += [prepare_device] if spec.emulate else []
+
+    def build_all() -> None:
+        for build in builds:
+            try:
+                build()
+            except Exception:  # noqa: BLE001 - the stage that needs it builds it again and reports the error
+                pass
+
+    threading.Thread(target=build_all, name="first-run-builds", daemon=True).start()
 
 
 def write_manifest_and_report(manifest: dict, bundle: Path) -> None:

@@ -63,6 +63,9 @@ class Backend:
         return the details the manifest records for it."""
         raise NotImplementedError
 
+    def prepare_host(self, runtime: str) -> None:
+        """Build what running ``runtime`` on the host needs, once per machine (default: nothing)."""
+
     def run_on_host(self, path: Path, inputs: list[np.ndarray], runtime: str, method: str | None = None) -> np.ndarray:
         """Logits [N, C] of ``method`` (default: the only one) from the artifact's runtime on the host (Python
         bindings): the host check."""

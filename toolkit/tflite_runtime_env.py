@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.files import atomic_write_text, cache_dir
+from toolkit.files import atomic_write_text, build_lock, cache_dir
 
 TFLITE_RUNTIME_VERSION = "2.14.0"
 VENV_NAME = "tflite-runtime-venv"
@@ -75,6 +75,13 @@ def ensure_tflite_runtime_venv() -> Path:
     marker = cache_dir(VENV_NAME) / ".ready"
     if python.exists() and marker.exists():
         return python
+    with build_lock(VENV_NAME):  # the main job builds it in the background while an export may ask for it
+        if not (python.exists() and marker.exists()):
+            _build_venv(python, marker)
+    return python
+
+
+def _build_venv(python: Path, marker: Path) -> None:
     root = cache_dir(VENV_NAME)
     started = time.monotonic()
     print(f"building the tflite-runtime {TFLITE_RUNTIME_VERSION} venv in {root} (once)...", file=sys.stderr)
@@ -90,7 +97,6 @@ def ensure_tflite_runtime_venv() -> Path:
                 f"tflite-runtime {TFLITE_RUNTIME_VERSION} has wheels for CPython 3.9-3.11 on x86_64/aarch64 Linux"
             )
     atomic_write_text(marker, f"built in {time.monotonic() - started:.1f} s\n")
-    return python
 
 
 def _worker_path() -> Path:
