@@ -446,18 +446,22 @@ def latency_record(estimate: CycleEstimate, device) -> dict:
 SPIN_RATIO_LIMIT = 1.25
 
 
-def threads_record(estimate: CycleEstimate, one_thread: CycleEstimate) -> dict:
-    """The multi-thread estimate: every thread's cycles in one inference, critical path = the slowest thread.
+def threads_record(estimate: CycleEstimate, one_thread: CycleEstimate, requested: int) -> dict:
+    """The multi-thread estimate of a run given ``requested`` inference threads: every thread's cycles in one
+    inference, critical path = the slowest thread.
 
     When the threads together ran more than SPIN_RATIO_LIMIT x the one-thread run's instructions (spin-waiting pool
-    threads), the measured critical path is not used: the stated model ``one-thread estimate / threads`` (perfect
-    scaling, a lower bound) is reported instead, and the record says so.
+    threads), the measured critical path is not used: the stated model ``one-thread estimate / requested`` (perfect
+    scaling over the threads the runtime was given, a lower bound) is reported instead, and the record says so.
+    A runtime may start more OS threads than it was given (tflite-runtime: its ruy and XNNPACK pools side by side);
+    they are all counted in ``per_thread_cycles`` but never divide the work further.
     """
     slowest = estimate.critical_path
-    threads = len(estimate.threads)
+    threads = requested
     ratio = sum(t.instructions for t in estimate.threads) / max(one_thread.main.instructions, 1)
     record = {
         "threads": threads,
+        "os_threads": len(estimate.threads),
         "per_thread_cycles": [round(t.cycles) for t in sorted(estimate.threads, key=lambda t: t.vcpu)],
         "work_ratio": round(ratio, 3),
     }

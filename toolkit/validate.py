@@ -223,7 +223,7 @@ def _cycle_fields(artifact: dict, model: Path, bucket: BucketRun, profile: Profi
         short = [a[:2] for a in bucket.inputs]  # one warm-up inference, then the profiled one
         threaded = emulated_run(artifact, model, short, profile, profile_cycles=True, threads=device.threads,
                                 method=bucket.method)
-        fields["threads"] = threads_record(estimate_cycles(threaded, device), one)
+        fields["threads"] = threads_record(estimate_cycles(threaded, device), one, device.threads)
     return fields
 
 
