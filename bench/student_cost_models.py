@@ -71,7 +71,7 @@ def export(config: StudentConfig, artifact, folder: Path) -> Path:
     student = XLNetStudent(config).eval()
     calibration = random_inputs(config, 32, seed=1)
     path = folder / f"{artifact.name}.{artifact.format}"
-    get_backend(artifact.format).export(student, artifact, path, calibration)
+    get_backend(artifact.format).export(student, artifact, path, calibration, None)  # one length: the longest
     return path
 
 
@@ -165,8 +165,12 @@ def fit_shapes(profile) -> list[tuple[int, int]]:
 
 
 def fit_all(profiles, log=print) -> dict:
-    emulate_all([(profile, artifact, student_config(profile, n_layer, d_model)) for profile in profiles
-                 for artifact in profile.artifacts for n_layer, d_model in fit_shapes(profile)], log)  # fmt: skip
+    first = {}  # each combination is fitted on the first profile that has it
+    for profile in profiles:
+        for artifact in profile.artifacts:
+            first.setdefault(combo_key(profile, artifact), (profile, artifact))
+    emulate_all([(profile, artifact, student_config(profile, n_layer, d_model)) for profile, artifact in first.values()
+                 for n_layer, d_model in fit_shapes(profile)], log)  # fmt: skip
     models: dict = {}
     for profile in profiles:
         for artifact in profile.artifacts:
@@ -281,8 +285,13 @@ def write_markdown(rows: list[dict], vocab: int) -> None:
               "range; a profile allowing wider students should be refitted (the int8 GEMM term would be missed).",
               "", "Before this model (`GFLOPS_PER_GHZ = 4.0`), an xlnet-base-shaped teacher on `arm64-cpu` got a "
               "4 x d112 student whose emulated estimate was 8.65 ms of the 30 ms budget (issue 14).",
-              "", "Reproduce: `python bench/student_cost_models.py` (fits, then checks; emulations cached in "
-              "`.cache/student-cost/`)."]  # fmt: skip
+              "", "Emulations are cached by everything they depend on, the exporter's source included "
+              "(`EXPORTER_SOURCES`): a change to the graph an exporter writes re-runs them. Last refit after the .pte "
+              "graph change of the length-bucket work (3-D bmm attention, LayerNorm as means, torchao dynamic int8: "
+              "2 XNNPACK calls per program); the shapes chosen did not change, every pte prediction did (e.g. "
+              "raspberry-pi-4 pte-fp32 81.8 -> 77.9 ms predicted, arm64-cpu 28.8 -> 27.3 ms).",
+              "", "Reproduce: `python bench/student_cost_models.py` (fits, then checks, two emulations at a time; "
+              "cached in `.cache/student-cost/`; ~10 min on 2 cores from an empty cache)."]  # fmt: skip
     write_section("student-sizing", "\n".join(lines))
 
 

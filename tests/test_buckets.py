@@ -21,11 +21,12 @@ from toolkit.buckets import (
     shares,
     token_counts,
 )
-from toolkit.export_pte import export_pte, run_pte
-from toolkit.export_tflite import export_tflite, run_tflite
-from toolkit.manifest import ArtifactRecord, run_on_host
+from toolkit.export_pte import run_pte
+from toolkit.export_tflite import run_tflite
+from toolkit.export_workers import ExportJob, export_in_order
+from toolkit.manifest import run_on_host
 from toolkit.profiles import Artifact, load_profile
-from toolkit.student import StudentConfig, XLNetStudent, eager_logits, model_inputs
+from toolkit.student import StudentConfig, XLNetStudent, eager_logits, model_inputs, save_student
 from toolkit.tokenizer import XLNetTextEncoder
 
 LENGTHS = (8, 16, 32)
@@ -129,16 +130,13 @@ def student() -> XLNetStudent:
 def exported(student, tmp_path_factory) -> dict:
     """name -> (bucketed path, single-length path or None, record of the bucketed one)."""
     folder = tmp_path_factory.mktemp("buckets")
-    out = {}
-    for name, artifact in ARTIFACTS.items():
-        export = export_pte if artifact.format == "pte" else export_tflite
-        bucketed, single = folder / f"{name}.{artifact.format}", folder / f"{name}-single.{artifact.format}"
-        details = export(student, artifact, bucketed, None, LENGTHS)
-        if name in SIZE_CHECKED:
-            export(student, artifact, single, None, None)
-        record = ArtifactRecord.for_file(artifact, bucketed, folder, CONFIG, details, LENGTHS)
-        out[name] = (bucketed, single if name in SIZE_CHECKED else None, record)
-    return out
+    save_student(student, folder / "student")  # the export workers load it from there
+    bucketed = [ExportJob(artifact, folder / f"{name}.{artifact.format}") for name, artifact in ARTIFACTS.items()]
+    single = [ExportJob(ARTIFACTS[name], folder / f"{name}-single.{ARTIFACTS[name].format}") for name in SIZE_CHECKED]
+    done = list(export_in_order(bucketed, student, folder / "student", None, folder, LENGTHS, workers=2))
+    list(export_in_order(single, student, folder / "student", None, folder, None, workers=2))
+    return {name: (job.path, folder / f"{name}-single.{job.artifact.format}" if name in SIZE_CHECKED else None,
+                   record) for name, (job, record) in zip(ARTIFACTS, done)}  # fmt: skip
 
 
 def run_method(name: str, path, arrays, length: int) -> np.ndarray:

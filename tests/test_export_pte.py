@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from toolkit.export_pte import PteExportError, export_pte, run_pte
+from toolkit.export_workers import ExportJob, export_in_order
 from toolkit.manifest import ArtifactRecord
 from toolkit.pipeline import host_check
 from toolkit.profiles import Artifact, Tolerances
 from toolkit.registry import recipe_names
-from toolkit.student import StudentConfig, XLNetStudent, eager_logits, model_inputs
+from toolkit.student import StudentConfig, XLNetStudent, eager_logits, model_inputs, save_student
 
 CONFIG = StudentConfig(vocab_size=200, d_model=32, n_layer=1, n_head=2, d_inner=64, num_labels=3, seq_len=16)
 PTE_RECIPES = recipe_names("pte")
@@ -83,13 +84,11 @@ def exported(student, check_inputs, tmp_path_factory) -> dict:
     """recipe -> (record, path), every recipe exported once (records not checked yet: the pipeline checks them);
     calibrated on a set disjoint from the check set."""
     folder = tmp_path_factory.mktemp("pte")
+    save_student(student, folder / "student")  # the export workers load it from there
     calibration = encoded_inputs(8, seed=2)  # few samples: the histogram observers are slow
-    out = {}
-    for recipe in PTE_RECIPES:
-        path = folder / f"{recipe}.pte"
-        details = export_pte(student, pte_artifact(recipe), path, calibration)
-        out[recipe] = (ArtifactRecord.for_file(pte_artifact(recipe), path, folder, CONFIG, details), path)
-    return out
+    jobs = [ExportJob(pte_artifact(recipe), folder / f"{recipe}.pte") for recipe in PTE_RECIPES]
+    done = export_in_order(jobs, student, folder / "student", calibration, folder, None, workers=2)
+    return {job.artifact.recipe: (record, job.path) for job, record in done}
 
 
 def test_fp32_pte_matches_eager_student(exported, student, check_inputs):

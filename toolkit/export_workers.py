@@ -64,7 +64,8 @@ def _export_from_folder(student_dir: str, artifact: Artifact, path: str, calibra
 
 
 def export_in_order(jobs: Sequence[ExportJob], student, student_dir: Path, calibration, bundle: Path,
-                    lengths: Sequence[int], workers: int | None = None) -> Iterator[tuple[ExportJob, ArtifactRecord]]:
+                    lengths: Sequence[int] | None, workers: int | None = None
+                    ) -> Iterator[tuple[ExportJob, ArtifactRecord]]:
     """Export every job; yield ``(job, record)`` in the jobs' order as soon as each (and those before it) is done.
 
     With one worker (or one job) everything runs in this process on ``student``; otherwise the workers load the
@@ -83,7 +84,7 @@ def export_in_order(jobs: Sequence[ExportJob], student, student_dir: Path, calib
     finished = False
     try:
         futures = [pool.submit(_export_from_folder, str(student_dir), job.artifact, str(job.path), calibration,
-                               str(bundle), list(lengths)) for job in jobs]
+                               str(bundle), None if lengths is None else list(lengths)) for job in jobs]
         for job, future in zip(jobs, futures):
             record = future.result()
             raise_if_interrupted()
