@@ -67,8 +67,9 @@ def print_table(console, header: Sequence[str], rows: Sequence[Sequence[object]]
         console.print(table)
         return
     width = min(WIDTH, console.width) if console.is_terminal else WIDTH
-    for line in plain_table(header, rows, right, width):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    # One write: a reader that stops at the row it wants (`| grep -q NAME`, `| head`) does not make the next line's
+    # write fail with a broken pipe (exit 1 under `set -o pipefail`).
+    console.print("\n".join(plain_table(header, rows, right, width)), markup=False, highlight=False, soft_wrap=True)
 
 
 SUMMARY_HEADER = ("artifact", "MB", "host acc", "Δ pts", "instr/inf", "est. ms", "valid")

@@ -447,8 +447,9 @@ def train_teacher(
     model = fast_equivalent(hf_model).to(device)  # trained in the toolkit's implementation of the same math, saved as HF
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay,
-                                  fused=True)  # one kernel for all tensors: a step's update 19 -> 4.5 ms on CPU
+    # Not fused=True (4x faster steps): the demo recipe is so sensitive to rounding that the fused kernel's last-bit
+    # differences trained a 0.679 teacher instead of 0.776 (same seed); the per-tensor loop keeps the documented one.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     scheduler = warmup_linear_schedule(optimizer, total_steps, recipe.warmup_ratio)
     labels = torch.tensor(train.labels)
     out_dir = Path(out_dir)
