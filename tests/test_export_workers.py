@@ -56,11 +56,12 @@ def test_two_workers_write_the_same_files_as_one_in_order(saved_student, tmp_pat
 def test_an_export_failing_in_a_worker_raises_its_error_here(saved_student, tmp_path):
     student, folder = saved_student
     profile = profile_with(tmp_path, [
-        {"format": "pte", "recipe": "fp32", "runtime": "executorch", "delegate": "xnnpack"},
         {"format": "pte", "recipe": "int8-static", "runtime": "executorch", "delegate": "xnnpack"},
+        {"format": "pte", "recipe": "fp32", "runtime": "executorch", "delegate": "xnnpack"},
     ])  # fmt: skip
     jobs = [ExportJob(a, tmp_path / f"{a.name}.pte") for a in profile.artifacts]
-    # int8-static calibrates on real inputs; none are given, so the second export fails in its worker
+    # int8-static calibrates on real inputs; none are given, so the first export fails in its worker (and the
+    # other, still exporting, is stopped)
     with pytest.raises(Exception) as raised:
         list(export_in_order(jobs, student, folder, [], tmp_path, profile.lengths, workers=2))
     assert "calibration" in str(raised.value).lower()

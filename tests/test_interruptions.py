@@ -258,6 +258,7 @@ KILL_POINTS = [
 ]
 # Near-duplicates of a default case (same work on disk when the kill lands): run with -m slow.
 SLOW = {"distill-start-SIGKILL", "export-start-SIGKILL", "emulator-stage-SIGKILL",
+        "after-epoch-1-checkpoint-SIGKILL",  # distillation's resume is also tested in process (test_distill)
         "mid-export-pte-SIGKILL",  # lands where mid-export-SIGINT does: both artifacts exporting in their workers
         "first-artifact-recorded-SIGKILL"}
 KNOWN: dict = {}  # product bugs a kill point exposes, as xfail marks (none open)

@@ -29,6 +29,11 @@ def picked_lengths(token_counts: np.ndarray, lengths: Sequence[int]) -> np.ndarr
     return np.array([pick_length(int(n), lengths) for n in token_counts], dtype=np.int64)
 
 
+def bucket_of_rows(inputs: Sequence[np.ndarray], lengths: Sequence[int]) -> np.ndarray:
+    """The bucket each row of model inputs (at the longest length) runs in: what an app picks for it."""
+    return picked_lengths(token_counts(inputs), lengths)
+
+
 def at_length(inputs: Sequence[np.ndarray], length: int) -> list[np.ndarray]:
     """Model inputs [N, L_max] as length ``length``: the last ``length`` columns (padding is on the left).
 
@@ -61,7 +66,7 @@ def run_by_bucket(run, inputs: Sequence[np.ndarray], lengths: Sequence[int]) -> 
 
     ``run(arrays, length)`` returns the logits of ``arrays`` (model inputs at ``length``) from that length's method.
     """
-    picked = picked_lengths(token_counts(inputs), lengths)
+    picked = bucket_of_rows(inputs, lengths)
     logits = None
     for length in sorted(lengths):
         rows = np.flatnonzero(picked == length)

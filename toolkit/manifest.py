@@ -66,16 +66,23 @@ def artifact_lengths(entry: dict) -> list[int]:
     return [m["sequence_length"] for m in entry.get("methods") or []] or [entry["inputs"][0]["shape"][-1]]
 
 
+def artifact_method(entry: dict, length: int) -> str | None:
+    """The method (signature) an app calls for ``length``; None for an artifact written before length buckets,
+    whose one method is called without a name."""
+    return method_name(length) if entry.get("methods") else None
+
+
 def run_on_host(entry: dict, path: Path, inputs: list[np.ndarray]) -> np.ndarray:
     """Logits [N, C] from the runtime the artifact ships for, on the host (ExecuTorch, ai-edge-litert,
     tflite-runtime), every example run in the length bucket an app picks for it (``inputs`` at the longest length)."""
     from toolkit.registry import get_backend
 
     backend = get_backend(entry["format"])
-    if not entry.get("methods"):  # an artifact written before length buckets: its one method
-        return backend.run_on_host(path, inputs, entry["runtime"])
-    return run_by_bucket(lambda arrays, n: backend.run_on_host(path, arrays, entry["runtime"], method_name(n)),
-                         inputs, artifact_lengths(entry))
+
+    def run(arrays: list[np.ndarray], length: int) -> np.ndarray:
+        return backend.run_on_host(path, arrays, entry["runtime"], artifact_method(entry, length))
+
+    return run_by_bucket(run, inputs, artifact_lengths(entry))
 
 
 def describe_file(path: Path, bundle_dir: Path) -> dict:

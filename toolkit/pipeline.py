@@ -26,7 +26,7 @@ import numpy as np
 
 from toolkit import __version__
 from toolkit import manifest
-from toolkit.buckets import picked_lengths, shares, token_counts
+from toolkit.buckets import bucket_of_rows, shares
 from toolkit.checks import compare_logits, gate_against_student, pack_correct
 from toolkit.data import DEMO_DEV, DEMO_TRAIN, LabelledData, display_names
 from toolkit.distill import REPORT as DISTILL_REPORT
@@ -171,7 +171,7 @@ def host_check(record, path, inputs, labels, reference, tolerances: Tolerances) 
 
 def bucket_figures(lengths, inputs, reference, candidate, labels) -> list[dict]:
     """Per length bucket: how many examples ran in it, their accuracy and max |logit diff| vs the eager student."""
-    picked = picked_lengths(token_counts(inputs), lengths)
+    picked = bucket_of_rows(inputs, lengths)
     figures = []
     for length in lengths:
         rows = picked == length
@@ -289,7 +289,7 @@ def stage_emulate(spec, records, distilled: Distilled, bundle: Path, work: Path,
     log(f"{len(todo)} artifacts x {len(subset)} dev samples on emulated {spec.profile.device.qemu_cpu} "
         f"({workers} at a time)")
     lengths = spec.profile.lengths
-    eval_shares = shares(picked_lengths(token_counts(distilled.dev_inputs), lengths), lengths)
+    eval_shares = shares(bucket_of_rows(distilled.dev_inputs, lengths), lengths)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(validate_artifact, record.to_json(), bundle, spec.profile, inputs, labels,
                                distilled.reference[subset], eval_shares) for record in todo]

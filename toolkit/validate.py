@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.buckets import at_length, expected_latency_ms, method_name, picked_lengths, shares, token_counts
+from toolkit.buckets import at_length, bucket_of_rows, expected_latency_ms, shares
 from toolkit.checks import CheckResult, compare_logits, gate_emulator_vs_host
-from toolkit.manifest import artifact_lengths
+from toolkit.manifest import artifact_lengths, artifact_method
 from toolkit.profiles import Profile
 from toolkit.registry import get_backend, get_recipe
 
@@ -91,13 +91,13 @@ class BucketRun:
 def run_buckets(artifact: dict, model: Path, profile: Profile, inputs: list[np.ndarray], profile_cycles: bool):
     """Host build and emulated device on each bucket's examples, every bucket run with its own method."""
     lengths = artifact_lengths(artifact)
-    picked = picked_lengths(token_counts(inputs), lengths)
+    picked = bucket_of_rows(inputs, lengths)
     runs = []
     for length in lengths:
         rows = np.flatnonzero(picked == length)
         extras = np.flatnonzero(picked != length)[: max(0, 2 - len(rows))]
         arrays = at_length([a[np.concatenate([rows, extras])] for a in inputs], length)
-        method = method_name(length) if artifact.get("methods") else None
+        method = artifact_method(artifact, length)
         host = host_logits(artifact, model, arrays, method)
         run = emulated_run(artifact, model, arrays, profile, profile_cycles=profile_cycles, method=method)
         runs.append(BucketRun(length, method, rows, arrays, host, run))
@@ -190,7 +190,7 @@ def validate_artifact(
     }
     if len(buckets) > 1:
         lengths = [b.length for b in buckets]
-        bucket_shares = eval_shares or shares(picked_lengths(token_counts(inputs), lengths), lengths)
+        bucket_shares = eval_shares or shares(bucket_of_rows(inputs, lengths), lengths)
         emulator["buckets"] = [
             {"sequence_length": b.length, "method": b.method, "samples": len(b.rows),
              "eval_share": bucket_shares.get(b.length, 0.0), **_bucket_summary(figures)}
