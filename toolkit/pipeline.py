@@ -225,7 +225,8 @@ def stage_export_and_check(spec, distilled: Distilled, bundle: Path, work: Path,
         # run never leaves an unchecked model where an app would look for one.
         suffix = get_backend(artifact.format).suffix
         jobs.append(ExportJob(artifact, work / "unchecked" / f"{artifact.name}.{suffix}"))
-    calibration = calibration_inputs(student, distilled.encoder, spec.train, spec.profile.validation.seed)
+    seed = spec.profile.validation.seed
+    calibration = calibration_inputs(student, distilled.encoder, spec.train, seed) if jobs else []
     workers = min(export_workers(), len(jobs))
     if len(jobs) > 1 and workers > 1:
         log(f"exporting {len(jobs)} artifacts, {workers} at a time")
