@@ -77,6 +77,23 @@ Verbose = typer.Option(
     False, "-v", "--verbose",
     help="Show other libraries' output (warnings, converter and compiler logs) live instead of in the log file.",
 )
+Augment = typer.Option(
+    0, "--augment", min=0,
+    help="Teacher-labelled variants per training text (masking, teacher-embedding neighbours, n-grams); 0 = off.",
+)
+Transfer = typer.Option(
+    None, "--transfer",
+    help="Unlabelled texts for the teacher to label and the student to learn from: .txt (one per line) or the "
+    "--text-column of a .tsv/.csv/.jsonl.",
+)
+HiddenWeight = typer.Option(
+    0.0, "--hidden-weight", min=0.0,
+    help="Weight of matching every token's hidden state of mapped teacher layers (learned projection); 0 = off.",
+)
+AttentionWeight = typer.Option(
+    0.0, "--attention-weight", min=0.0,
+    help="Weight of matching mapped layers' attention distributions (head means if head counts differ); 0 = off.",
+)
 TeacherPrecision = typer.Option(
     "auto", "--teacher-precision",
     help="Teacher logits in fp32, bf16, or auto (bf16 where the CPU/GPU computes it natively, else fp32).",
@@ -178,7 +195,10 @@ def distill(
     layers: int = typer.Option(None, help="Override the profile-chosen depth."),
     d_model: int = typer.Option(None, help="Override the profile-chosen width."),
     epochs: int = typer.Option(3, help="Distillation epochs (early stopping on dev accuracy)."),
-    hidden_weight: float = typer.Option(0.0, help="Weight of last-position hidden-state matching (0 = off)."),
+    hidden_weight: float = HiddenWeight,
+    attention_weight: float = AttentionWeight,
+    augment: int = Augment,
+    transfer: Path = Transfer,
     max_param_ratio: float = typer.Option(0.25, help="Largest student, as a share of the teacher's parameters."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
     seed: int = typer.Option(0),
@@ -195,7 +215,9 @@ def distill(
 
     profile = _load_profile(target)
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
-    settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, seed=seed, teacher_precision=teacher_precision)
+    settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, attention_weight=attention_weight,
+                               augment=augment, seed=seed, teacher_precision=teacher_precision)
+    transfer_texts = _load_transfer(transfer, text_column)
     if teacher is None and not _single_process():
         _fail("several processes would each train the stand-in teacher: pass --teacher (e.g. one made by "
               "`toolkit teacher train --out T`) when distilling on several processes")
@@ -203,13 +225,14 @@ def distill(
         result = run_distill(
             teacher or demo_teacher(train, dev, log=console.print), train, dev, profile, out, settings,
             n_layer=layers, d_model=d_model, max_param_ratio=max_param_ratio, resume=resume, log=console.print,
+            transfer=transfer_texts,
         )
     r = result.report
     if _is_main_process():
         console.print(
             f"teacher {r['teacher_dev_accuracy']:.4f} ({r['teacher_parameters']:,} params) -> student "
             f"{r['student_dev_accuracy']:.4f} ({r['student_parameters']:,} params, {r['parameter_ratio']:.1%}); "
-            f"retention {r['retention']:.1%}, {r['wall_seconds']} s"
+            f"retention {r['retention']:.1%}, agreement {r['agreement']:.1%}, {r['wall_seconds']} s"
         )
 
 
@@ -229,6 +252,10 @@ def export(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace a finished bundle in OUT/<profile> (or discard an unfinished run) and start over."
     ),
+    augment: int = Augment,
+    transfer: Path = Transfer,
+    hidden_weight: float = HiddenWeight,
+    attention_weight: float = AttentionWeight,
     teacher_precision: str = TeacherPrecision,
     text_column: str = TextColumn,
     pair_column: str = PairColumn,
@@ -237,24 +264,39 @@ def export(
     verbose: bool = Verbose,
 ) -> None:
     """The main job: distil, quantize, export .pte + .tflite, check on the host and the emulated device, report."""
+    from toolkit.distill import DistillSettings
+
+    settings = DistillSettings(epochs=epochs, teacher_precision=teacher_precision, augment=augment,
+                               hidden_weight=hidden_weight, attention_weight=attention_weight)  # fmt: skip
     with quiet_output(console, out / "toolkit.log", verbose):
-        _export(target, out, teacher, data, eval_, epochs, emulate, overwrite, teacher_precision, text_column,
+        _export(target, out, teacher, data, eval_, settings, transfer, emulate, overwrite, text_column,
                 pair_column, label_column, skip_bad_rows)  # fmt: skip
 
 
-def _export(target, out, teacher, data, eval_, epochs, emulate, overwrite, teacher_precision, text_column,
+def _load_transfer(path: Path | None, text_column: str) -> list[str] | None:
+    """The --transfer texts (None without the flag); read before any slow stage, so a bad file fails at once."""
+    if path is None:
+        return None
+    from toolkit.data import load_texts
+
+    texts = load_texts(path, text_column)
+    if _is_main_process():
+        console.print(f"[bold]transfer[/] {path}: {len(texts):,} unlabelled texts")
+    return texts
+
+
+def _export(target, out, teacher, data, eval_, settings, transfer, emulate, overwrite, text_column,
             pair_column, label_column, skip_bad_rows) -> None:  # fmt: skip
-    from toolkit.distill import DistillSettings
     from toolkit.pipeline import ExportFailed, RunSpec, export_bundle
     from toolkit.report import write_index
 
     profiles = profiles_mod.list_profiles() if target == "all" else [_load_profile(target)]
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
+    transfer_texts = _load_transfer(transfer, text_column)
     manifests, failures = [], []
     for profile in profiles:
         console.print(f"[bold]── {profile.name}[/] — {escape(profile.description)}", highlight=False)
-        settings = DistillSettings(epochs=epochs, teacher_precision=teacher_precision)
-        spec = RunSpec(profile, train, dev, teacher, settings, emulate)
+        spec = RunSpec(profile, train, dev, teacher, settings, emulate, transfer_texts)
         try:
             manifests.append(export_bundle(spec, out, overwrite=overwrite, log=console.print))
         except ExportFailed as err:

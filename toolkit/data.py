@@ -231,3 +231,32 @@ def bucketed_batches(lengths: list[int], batch_size: int, seed: int, bucket_batc
         batches.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def load_texts(path: Path | str, column: str = "sentence") -> list[str]:
+    """Unlabelled texts for the teacher to label (``--transfer``): one text per line of a .txt file, or the
+    ``column`` of a .tsv / .csv / .jsonl file (a label column, if present, is ignored). Empty texts are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such transfer-text file")
+    try:
+        if path.suffix.lower() in (".txt", ""):
+            texts = path.read_text(encoding="utf-8").splitlines()
+        else:
+            rows = _read_rows(path)
+            if rows and column not in rows[0][1]:
+                found = sorted(k for k in rows[0][1] if k and k != "__error__")
+                raise DataError(f"{path}: no column '{column}' (columns: {found}); name it with --text-column, "
+                                "or give a .txt file with one text per line")  # fmt: skip
+            texts = [str(row.get(column) or "") for _, row in rows]
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path)) from None
+    texts = [t.strip() for t in texts if t.strip()]
+    if not texts:
+        raise DataError(f"{path}: no texts (the file is empty or holds only a header)")
+    return texts
+
+
+def unlabelled(texts: list[str], label_names: list[str], source: str) -> LabelledData:
+    """Texts without labels, in the shape the teacher-logits cache takes (label index 0 as a placeholder)."""
+    return LabelledData(list(texts), None, [0] * len(texts), list(label_names), source)

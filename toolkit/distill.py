@@ -30,7 +30,8 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from toolkit.data import LabelledData, bucketed_batches
+from toolkit.augment import Augmenter, AugmentRecipe, word_neighbours
+from toolkit.data import LabelledData, bucketed_batches, unlabelled
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path, atomic_write_json, cache_dir, sha256_file
 from toolkit.labels import head_names, match_labels
@@ -213,13 +214,16 @@ def _binding_limit(candidates, profile: Profile, max_parameters, teacher_config,
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def trim_vocabulary(encoder: XLNetTextEncoder, data: LabelledData, min_count: int = 1) -> VocabMap:
-    """Keep the token ids the task's texts use at least ``min_count`` times (plus the specials).
+def trim_vocabulary(
+    encoder: XLNetTextEncoder, data: LabelledData, min_count: int = 1, extra_texts: list[str] | None = None
+) -> VocabMap:
+    """Keep the token ids the task's texts (and ``extra_texts``: transfer text) use at least ``min_count`` times.
 
-    The student's embedding has only these rows; ids not kept map to ``<unk>``. ``min_count=1`` keeps every used
-    token; 2 drops the one-off tokens, which on SST-2 halves the embedding for a small loss in coverage.
+    The specials are always kept. The student's embedding has only these rows; ids not kept map to ``<unk>``.
+    ``min_count=1`` keeps every used token; 2 drops the one-off tokens, which on SST-2 halves the embedding for a
+    small loss in coverage.
     """
-    texts = list(data.texts) + (list(data.pairs) if data.pairs else [])
+    texts = list(data.texts) + (list(data.pairs) if data.pairs else []) + list(extra_texts or [])
     if min_count <= 1:
         return VocabMap(collect_used_ids(encoder, texts))
     counts = Counter(i for ids in encoder.text_ids(texts) for i in ids)
@@ -299,27 +303,54 @@ class DistillSettings:
     weight_decay: float = 0.01
     temperature: float = 2.0
     kd_weight: float = 0.7  # alpha: share of the loss from the teacher's soft labels (rest: hard labels)
-    hidden_weight: float = 0.0  # > 0 adds last-position hidden-state matching through a projection
+    hidden_weight: float = 0.0  # > 0: every token's hidden state of mapped layers matched through a projection
+    attention_weight: float = 0.0  # > 0: attention distributions of mapped layers matched (head means if counts differ)
+    augment: int = 0  # teacher-labelled variants per training text (toolkit/augment.py); 0 = off
     patience: int = 2  # early stopping: epochs without dev improvement
     seed: int = 0
     vocab_min_count: int = 1  # trimming: keep tokens seen at least this often in the training texts
     teacher_precision: str = "auto"  # teacher logits: fp32, bf16, or auto (bf16 where computed natively)
 
 
-def kd_loss(student_logits, teacher_logits, labels, temperature: float, kd_weight: float) -> torch.Tensor:
-    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels) (Hinton et al. 2015)."""
+def kd_loss(
+    student_logits, teacher_logits, labels, temperature: float, kd_weight: float, labelled=None
+) -> torch.Tensor:
+    """Per example alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, label) (Hinton et al.
+    2015), averaged over the batch. ``labelled`` (bool [B]; None = all): examples without a label (augmented
+    variants, transfer text) learn from the teacher alone, with weight 1 on the soft term."""
     soft = F.kl_div(
         F.log_softmax(student_logits / temperature, dim=-1),
         F.log_softmax(teacher_logits / temperature, dim=-1),
-        reduction="batchmean",
+        reduction="none",
         log_target=True,
-    ) * (temperature**2)
-    hard = F.cross_entropy(student_logits, labels)
-    return kd_weight * soft + (1.0 - kd_weight) * hard
+    ).sum(-1) * (temperature**2)
+    hard = F.cross_entropy(student_logits, labels, reduction="none")
+    if labelled is None:
+        return (kd_weight * soft + (1.0 - kd_weight) * hard).mean()
+    labelled = labelled.to(soft.dtype)
+    return (labelled * (kd_weight * soft + (1.0 - kd_weight) * hard) + (1.0 - labelled) * soft).mean()
+
+
+def attention_loss(student_attentions, teacher_attentions, mask) -> torch.Tensor:
+    """KL(teacher || student) of each mapped layer's attention rows over keys, at the rows of real tokens.
+
+    Heads are matched one to one when the counts agree; otherwise the head-averaged distributions are (a student
+    narrower than the teacher has fewer heads). ``mask``: [B, L] 1 for tokens, 0 for padding.
+    """
+    rows = mask.to(torch.float32)
+    losses = []
+    for s, t in zip(student_attentions, teacher_attentions):
+        if s.shape[1] != t.shape[1]:
+            s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)
+        t = t.to(s.dtype)
+        kl = (t * (torch.log(t.clamp_min(1e-12)) - torch.log(s.clamp_min(1e-12)))).sum(-1)  # [B, n, L]
+        losses.append((kl.mean(1) * rows).sum() / rows.sum().clamp_min(1.0))
+    return torch.stack(losses).mean()
 
 
 class HiddenMatcher(torch.nn.Module):
-    """Projects each student layer's last-position state onto its teacher layer's (identity when widths match)."""
+    """Projects each student layer's hidden states onto its teacher layer's (a learned linear map of any width;
+    identity at the start when widths match) and scores the mean squared error at the real tokens (TinyBERT)."""
 
     def __init__(self, d_student: int, d_teacher: int, layers: int) -> None:
         super().__init__()
@@ -329,8 +360,13 @@ class HiddenMatcher(torch.nn.Module):
                 torch.nn.init.eye_(p.weight)
                 torch.nn.init.zeros_(p.bias)
 
-    def forward(self, student_hidden: list[torch.Tensor], teacher_hidden: list[torch.Tensor]) -> torch.Tensor:
-        losses = [F.mse_loss(p(s[:, -1]), t[:, -1]) for p, s, t in zip(self.projections, student_hidden, teacher_hidden)]
+    def forward(self, student_hidden: list[torch.Tensor], teacher_hidden: list[torch.Tensor], mask) -> torch.Tensor:
+        """Mean over layers of the per-token MSE; ``mask`` [B, L]: 1 for tokens, 0 for padding."""
+        rows = mask.to(torch.float32)[..., None]
+        losses = []
+        for p, s, t in zip(self.projections, student_hidden, teacher_hidden):
+            squared = (p(s) - t.to(s.dtype)) ** 2 * rows
+            losses.append(squared.sum() / (rows.sum() * t.shape[-1]).clamp_min(1.0))
         return torch.stack(losses).mean()
 
 
@@ -392,8 +428,12 @@ def distill(
     resume: bool = False,
     stop_after_epochs: int | None = None,
     log=print,
+    transfer: list[str] | None = None,
 ) -> DistillResult:
-    """Distil ``teacher_dir`` into a student for ``profile``; writes the student folder ``out_dir``."""
+    """Distil ``teacher_dir`` into a student for ``profile``; writes the student folder ``out_dir``.
+
+    ``transfer``: unlabelled texts the teacher labels and the student learns from too (``--transfer``).
+    """
     from accelerate import Accelerator
 
     started = time.time()
@@ -411,8 +451,11 @@ def distill(
     if train.label_names != labels_match.names:
         log(labels_match.describe())
     train, dev = labels_match.apply(train), labels_match.apply(dev)
+    transfer = list(transfer or [])
+    if transfer and train.pairs is not None:
+        raise DistillError("transfer text is one text per row; this task classifies text pairs: drop --transfer")
     teacher_params = sum(p.numel() for p in teacher.parameters())
-    vocab_map = trim_vocabulary(encoder, train, settings.vocab_min_count)
+    vocab_map = trim_vocabulary(encoder, train, settings.vocab_min_count, transfer)
     student_encoder = encoder.with_vocab_map(vocab_map)
     max_parameters = int(teacher_params * max_param_ratio) if max_param_ratio else None
     config, cost = choose_shape(profile, teacher.config, len(vocab_map.kept_ids), max_parameters, n_layer, d_model)
@@ -427,7 +470,24 @@ def distill(
         f"budget {profile.budgets.latency_ms:g} ms); limit: {cost.binding_limit}"
     )
 
-    fingerprint = _fingerprint(_teacher_fingerprint(teacher_dir), train.fingerprint())
+    teacher_fingerprint = _teacher_fingerprint(teacher_dir)
+    fingerprint = _fingerprint(teacher_fingerprint, train.fingerprint())
+    # What the teacher labels: the labelled texts, their variants (neighbours among the kept pieces, so the
+    # student's vocabulary does not grow) and the transfer text. Each set's logits are cached on their own.
+    unlabelled_sets = []
+    if settings.augment:
+        neighbours = word_neighbours(encoder, teacher.transformer.word_embedding.weight.detach(), vocab_map.kept_ids)
+        recipe = AugmentRecipe(variants=settings.augment, seed=settings.seed)
+        unlabelled_sets.append(Augmenter(recipe, encoder, neighbours).augment(train))
+        log(f"augmentation: {len(unlabelled_sets[-1]):,} teacher-labelled variants of {len(train):,} training texts "
+            f"(up to {settings.augment} each; {len(neighbours):,} words with an embedding neighbour)")  # fmt: skip
+    if transfer:
+        unlabelled_sets.append(unlabelled(transfer, train.label_names, "transfer text"))
+        log(f"transfer text: {len(transfer):,} unlabelled texts for the teacher to label")
+    pool = _concatenate([train] + unlabelled_sets)
+    labelled = torch.tensor([True] * len(train) + [False] * (len(pool) - len(train)))
+    # A resumed checkpoint must have trained on exactly this pool (same variants and transfer text).
+    training_fingerprint = fingerprint if not unlabelled_sets else _fingerprint(fingerprint, pool.fingerprint())
     logits_started = time.time()
     # The logits run on the teacher's fast copy alone: transformers' model is dropped meanwhile (its fp32 weights
     # are the largest thing in memory) and loaded again afterwards for the student's init.
@@ -435,19 +495,28 @@ def distill(
     del teacher
     release_memory()
     with accelerator.main_process_first():  # the main process computes and caches; the others then load the cache
-        soft_targets = torch.from_numpy(
-            cached_teacher_logits(fast_teacher, encoder, train, fingerprint, settings.teacher_precision)
-        )
+        soft_targets = torch.from_numpy(np.concatenate([
+            cached_teacher_logits(fast_teacher, encoder, part, _fingerprint(teacher_fingerprint, part.fingerprint()),
+                                  settings.teacher_precision)
+            for part in [train] + unlabelled_sets
+        ]))  # fmt: skip
     logits_seconds = round(time.time() - logits_started, 1)
-    teacher_accuracy = None
+    teacher_accuracy, teacher_dev_labels = None, None
     if accelerator.is_main_process:
         teacher_dev = predict_logits(
             fast_teacher, encoder, dev.texts, dev.pairs, desc="teacher dev", precision=settings.teacher_precision
         )
         teacher_accuracy = accuracy(teacher_dev, dev.labels)
+        teacher_dev_labels = teacher_dev.argmax(-1)
     teacher_accuracy = _from_main(accelerator, teacher_accuracy)
-    del fast_teacher
-    release_memory()
+    # Intermediate-layer transfer runs the teacher's fast copy on every batch; otherwise it is not needed any more.
+    intermediate = settings.hidden_weight > 0 or settings.attention_weight > 0
+    if not intermediate:
+        del fast_teacher
+        fast_teacher = None
+        release_memory()
+    else:
+        fast_teacher = fast_teacher.to(accelerator.device).eval()
     teacher, _ = load_teacher(teacher_dir)
     # Reseed: the student's init and dropout must depend on the seed alone, not on whether the teacher logits came
     # from the cache (computing them builds a model, which draws from the global generator).
@@ -455,17 +524,16 @@ def distill(
     student, init_record = init_from_teacher(teacher, config, vocab_map)
     matcher = HiddenMatcher(config.d_model, teacher.config.d_model, config.n_layer) if settings.hidden_weight else None
     teacher_config = teacher.config
-    if matcher is None:  # the teacher's weights are not needed any more: give their memory back before training
-        del teacher
-        release_memory()
+    del teacher  # transformers' copy is not needed any more: give its memory back before training
+    release_memory()
     params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay,
                                   fused=True)  # one kernel for all tensors: a step's update 19 -> 4.5 ms on CPU
-    lengths = [len(ids) for ids in encoder.text_ids(train.texts)]
-    too_long = [n + 2 for n in lengths if n + 2 > config.seq_len]  # + <sep> <cls>
+    lengths = [len(ids) for ids in encoder.text_ids(pool.texts)]
+    too_long = [n + 2 for n in lengths[: len(train)] if n + 2 > config.seq_len]  # + <sep> <cls>
     if too_long:
         log(
-            f"truncation: {len(too_long)} of {len(lengths)} training texts are longer than the profile's "
+            f"truncation: {len(too_long)} of {len(train)} training texts are longer than the profile's "
             f"{config.seq_len}-token sequence (longest: {max(too_long)} tokens) and are cut to fit"
         )
     # Data parallel (N processes: torchrun / accelerate launch): ``batch_size`` is the global batch. Every step takes
@@ -473,7 +541,7 @@ def distill(
     # DDP averages the gradients with each process's loss weighted by its share, so a step's update is the
     # single-process one up to float summation order and dropout masks, with the same schedule for any N.
     world, rank = accelerator.num_processes, accelerator.process_index
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)  # = len(bucketed_batches(...)) for any seed
+    steps_per_epoch = math.ceil(len(pool) / settings.batch_size)  # = len(bucketed_batches(...)) for any seed
     total = steps_per_epoch * settings.epochs
     scheduler = warmup_linear_schedule(optimizer, total, settings.warmup_ratio)
     teacher_layers = spread_layers(teacher_config.n_layer, config.n_layer)
@@ -483,7 +551,7 @@ def distill(
     own_rng = False
     if resume and checkpoint_path.is_file():
         saved = torch.load(checkpoint_path, weights_only=True)
-        if saved["fingerprint"] != fingerprint or saved["config"] != asdict(config):
+        if saved["fingerprint"] != training_fingerprint or saved["config"] != asdict(config):
             raise DistillError(f"{checkpoint_path} belongs to another teacher, data or student shape; remove it")
         student.load_state_dict(saved["student"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -507,7 +575,8 @@ def distill(
         student, matcher, optimizer = accelerator.prepare(student, matcher, optimizer)
     else:
         student, optimizer = accelerator.prepare(student, optimizer)
-    labels = torch.tensor(train.labels)
+    labels = torch.tensor(pool.labels)
+    kept_ids = torch.tensor(vocab_map.kept_ids)  # student id -> teacher id, to feed the teacher the same tokens
     progress = tqdm(
         total=total, initial=state["epoch"] * steps_per_epoch, desc="distill", unit="step",
         disable=not accelerator.is_main_process,
@@ -527,22 +596,30 @@ def distill(
             else:  # a last batch smaller than the number of processes: take part in the step with a zero weight
                 idx, weight = global_idx[:1], 0.0
             batch = student_encoder.encode_padded_to_longest(
-                [train.texts[i] for i in idx],
-                None if train.pairs is None else [train.pairs[i] for i in idx],
+                [pool.texts[i] for i in idx],
+                None if pool.pairs is None else [pool.pairs[i] for i in idx],
                 max_len=config.seq_len,
             )
             ids = torch.from_numpy(batch.input_ids).to(accelerator.device)
             mask = torch.from_numpy(batch.attention_mask).to(accelerator.device)
-            types = torch.from_numpy(batch.token_type_ids).to(accelerator.device) if config.uses_pairs else None
-            logits, hidden = student(ids, plain_student.mask_input(mask), types, output_hidden_states=True)
+            all_types = torch.from_numpy(batch.token_type_ids).to(accelerator.device)
+            types = all_types if config.uses_pairs else None
+            outputs = student(ids, plain_student.mask_input(mask), types, output_hidden_states=True,
+                              output_attentions=settings.attention_weight > 0)
+            logits, hidden = outputs[0], outputs[1]
             loss = kd_loss(
                 logits, soft_targets[idx].to(logits.device), labels[idx].to(logits.device),
-                settings.temperature, settings.kd_weight,
+                settings.temperature, settings.kd_weight, labelled[idx].to(logits.device),
             )
-            if matcher is not None:
-                teacher_hidden = _teacher_hidden(teacher, encoder, train, idx, teacher_layers, config.seq_len)
-                teacher_hidden = [h.to(logits.device) for h in teacher_hidden]
-                loss = loss + settings.hidden_weight * matcher(hidden[1:], teacher_hidden)
+            if fast_teacher is not None:
+                teacher_hidden, teacher_attentions = teacher_internals(
+                    fast_teacher, kept_ids.to(ids.device)[ids], mask, all_types, teacher_layers,
+                    settings.teacher_precision, settings.attention_weight > 0,
+                )
+                if matcher is not None:
+                    loss = loss + settings.hidden_weight * matcher(hidden[1:], teacher_hidden, mask)
+                if settings.attention_weight > 0:
+                    loss = loss + settings.attention_weight * attention_loss(outputs[2], teacher_attentions, mask)
             optimizer.zero_grad()
             accelerator.backward(loss * weight if world > 1 else loss)
             accelerator.clip_grad_norm_(params, 1.0)
@@ -554,15 +631,18 @@ def distill(
 
         plain = accelerator.unwrap_model(student)
         # The main process evaluates and every process takes its result: the same early-stopping decision.
-        dev_accuracy = None
+        dev_accuracy, agreement = None, None
         if accelerator.is_main_process:
-            dev_accuracy = accuracy(student_logits(plain, student_encoder, dev), dev.labels)
-        dev_accuracy = _from_main(accelerator, dev_accuracy)
-        ranks = _rank_shares(accelerator, share, len(train))
-        state["history"].append({"epoch": epoch + 1, "dev_accuracy": dev_accuracy, "ranks": ranks})
+            dev_logits = student_logits(plain, student_encoder, dev)
+            dev_accuracy = accuracy(dev_logits, dev.labels)
+            agreement = float((dev_logits.argmax(-1) == teacher_dev_labels).mean())
+        dev_accuracy, agreement = _from_main(accelerator, (dev_accuracy, agreement))
+        ranks = _rank_shares(accelerator, share, len(pool))
+        state["history"].append({"epoch": epoch + 1, "dev_accuracy": dev_accuracy, "agreement": agreement,
+                                 "ranks": ranks})  # fmt: skip
         state["epoch"] = epoch + 1
         if dev_accuracy > state["best_accuracy"]:
-            state.update(best_accuracy=dev_accuracy, best_epoch=epoch + 1, stale=0)
+            state.update(best_accuracy=dev_accuracy, best_epoch=epoch + 1, best_agreement=agreement, stale=0)
             if accelerator.is_main_process:
                 save_student(plain, out_dir)
                 student_encoder.save_pretrained(out_dir)
@@ -573,7 +653,8 @@ def distill(
         if accelerator.is_main_process:
             plain_matcher = accelerator.unwrap_model(matcher) if matcher is not None else None
             _save_checkpoint(
-                checkpoint_path, plain, optimizer, scheduler, plain_matcher, state, fingerprint, config, rank_rng
+                checkpoint_path, plain, optimizer, scheduler, plain_matcher, state, training_fingerprint, config,
+                rank_rng,
             )
         if stop_after_epochs is not None and state["epoch"] >= stop_after_epochs:
             break
@@ -593,7 +674,14 @@ def distill(
         "teacher_dev_accuracy": teacher_accuracy,
         "sizing": sizing_record(cost, profile, max_parameters),
         "student_dev_accuracy": state["best_accuracy"],
+        # Share of dev texts where the student's argmax equals the teacher's (the best epoch's; per epoch in history).
+        "agreement": state.get("best_agreement"),
         "student_best_epoch": state["best_epoch"],
+        "training_examples": {
+            "labelled": len(train),
+            "augmented": sum(len(d) for d in unlabelled_sets if d.source != "transfer text"),
+            "transfer": len(transfer),
+        },
         "student_parameters": cost.parameters,
         "student_bytes_fp32": cost.bytes_fp32,
         "parameter_ratio": cost.parameters / teacher_params,
@@ -676,21 +764,27 @@ def _rank_shares(accelerator, share: list[int], examples: int) -> list[dict]:
     return [{"rank": r, "examples": len(s), "indices_sha": _indices_sha(s)} for r, s in enumerate(shares)]
 
 
-def _teacher_hidden(teacher, encoder, data, idx, layers, max_len):
-    """Teacher hidden states (batch-first) of the layers the student layers mirror, for hidden-state matching."""
-    batch = encoder.encode_padded_to_longest(
-        [data.texts[i] for i in idx], None if data.pairs is None else [data.pairs[i] for i in idx], max_len=max_len
+@torch.no_grad()
+def teacher_internals(fast_teacher, teacher_ids, mask, token_type_ids, layers, precision, attentions: bool):
+    """The teacher's hidden states (and attention distributions) of the layers the student's layers mirror, on the
+    very tokens the student sees (its ids mapped back to the teacher's vocabulary), as float32."""
+    bf16 = resolve_precision(precision) == "bf16"
+    with torch.autocast(teacher_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        outputs = fast_teacher(teacher_ids, mask, token_type_ids, output_hidden_states=True,
+                               output_attentions=attentions)  # fmt: skip
+    hidden = [outputs[1][i + 1].float() for i in layers]
+    return hidden, [outputs[2][i].float() for i in layers] if attentions else None
+
+
+def _concatenate(parts: list[LabelledData]) -> LabelledData:
+    """One data set of several (the first's label names; pairs only when every part has them)."""
+    if len(parts) == 1:
+        return parts[0]
+    pairs = None if any(p.pairs is None for p in parts) else [x for p in parts for x in p.pairs]
+    return LabelledData(
+        [t for p in parts for t in p.texts], pairs, [label for p in parts for label in p.labels],
+        parts[0].label_names, " + ".join(p.source for p in parts),
     )
-    with torch.no_grad():
-        out = teacher.transformer(
-            input_ids=torch.from_numpy(batch.input_ids).long(),
-            attention_mask=torch.from_numpy(batch.attention_mask).float(),
-            token_type_ids=torch.from_numpy(batch.token_type_ids).long(),
-            use_mems=False,
-            output_hidden_states=True,
-            return_dict=True,
-        )
-    return [out.hidden_states[i + 1] for i in layers]
 
 
 def _save_checkpoint(path, student, optimizer, scheduler, matcher, state, fingerprint, config, rank_rng=None) -> None:

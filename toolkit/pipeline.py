@@ -384,6 +384,7 @@ def student_entry(config: StudentConfig, distilled: dict) -> dict:
         "dev_accuracy": distilled["student_dev_accuracy"],
         "retention": distilled["retention"],
         "distill": {k: distilled[k] for k in ("history", "vocab", "wall_seconds", "init", "predicted", "settings")}
+        | {k: distilled[k] for k in ("agreement", "training_examples") if k in distilled}
         | ({"sizing": distilled["sizing"]} if "sizing" in distilled else {}),  # how choose_shape sized it
     }
 
@@ -490,6 +491,8 @@ def run_fingerprint(spec: RunSpec) -> str:
         "teacher": str(spec.teacher_dir),
         "settings": asdict(spec.settings),
     }
+    if spec.transfer:  # (absent without it, so the fingerprints of runs without transfer text stay as they were)
+        parts["transfer"] = hashlib.sha256("\n".join(spec.transfer).encode()).hexdigest()[:16]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -574,7 +577,9 @@ def preflight(spec: RunSpec) -> Plan:
         encoder = XLNetTextEncoder()
         labels = match_labels(display_names(spec.train), spec.train.label_names, "the stand-in teacher")
     train, dev = labels.apply(spec.train), labels.apply(spec.dev)
-    vocab = trim_vocabulary(encoder, train, spec.settings.vocab_min_count)
+    if spec.transfer and train.pairs is not None:
+        raise PreflightError("transfer text is one text per row; this task classifies text pairs: drop --transfer")
+    vocab = trim_vocabulary(encoder, train, spec.settings.vocab_min_count, spec.transfer)
     teacher_parameters = xlnet_parameters(
         teacher_config.n_layer, teacher_config.d_model, teacher_config.d_inner, teacher_config.vocab_size,
         len(labels.names),

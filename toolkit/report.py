@@ -409,7 +409,7 @@ def plot_nnapi_coverage(manifest: Mapping) -> Figure | None:
 
 
 def plot_distill_history(manifest: Mapping) -> Figure | None:
-    """Student dev accuracy per distillation epoch, against the teacher's."""
+    """Student dev accuracy (and agreement with the teacher's argmax) per distillation epoch, against the teacher's."""
     history = manifest["student"]["distill"].get("history") or []
     if not history:
         return None
@@ -423,8 +423,11 @@ def plot_distill_history(manifest: Mapping) -> Figure | None:
     best = max(range(len(accs)), key=accs.__getitem__)
     ax.scatter([epochs[best]], [accs[best]], s=120, facecolors="none", edgecolors=GREEN, linewidths=2, zorder=5,
                label=f"best {accs[best]:.2%} (epoch {epochs[best]})")  # fmt: skip
+    if all(h.get("agreement") is not None for h in history):
+        ax.plot(epochs, [h["agreement"] for h in history], marker="s", color=GREEN, linestyle=":",
+                label="agreement with the teacher")  # fmt: skip
     ax.set_xlabel("epoch")
-    ax.set_ylabel("dev accuracy")
+    ax.set_ylabel("dev accuracy / agreement")
     ax.set_xticks(epochs)
     ax.legend(fontsize=8, loc="lower right")
     return fig
@@ -771,7 +774,8 @@ profile ({{ device.cpu_model }} at {{ device.clock_ghz }} GHz ⇒ an assumed
   <td>{{ student.config.n_layer }} × {{ student.config.d_model }} ({{ student.config.n_head }}, {{ student.config.d_inner }})</td><td>–</td></tr>
 <tr><td class="l">vocabulary</td><td>{{ '{:,}'.format(teacher.config.vocab_size) }}</td><td>{{ '{:,}'.format(student.config.vocab_size) }}</td><td>–</td></tr>
 </table>
-<p>Retention <b>{{ pct(student.retention) }}</b> of the teacher's accuracy with {{ '%.1f'|format(teacher.parameters / student.parameters) }}× fewer parameters.
+<p>Retention <b>{{ pct(student.retention) }}</b> of the teacher's accuracy with {{ '%.1f'|format(teacher.parameters / student.parameters) }}× fewer parameters{% if student.distill.agreement is defined and student.distill.agreement is not none %}; the student's answer equals the teacher's on <b>{{ pct(student.distill.agreement) }}</b> of dev texts (agreement){% endif %}.
+{% if student.distill.training_examples is defined %}{% set te = student.distill.training_examples %}Trained on {{ '{:,}'.format(te.labelled) }} labelled texts{% if te.augmented %} + {{ '{:,}'.format(te.augmented) }} teacher-labelled variants{% endif %}{% if te.transfer %} + {{ '{:,}'.format(te.transfer) }} teacher-labelled transfer texts{% endif %}. {% endif %}
 Student ops: {{ student.config.activation }}, {{ student.config.normalisation }}, mask input <code>{{ student.config.mask_input }}</code>, sequence length {{ student.config.seq_len }}.</p>
 <p>Vocabulary trimmed from {{ '{:,}'.format(m.tokenizer.trimmed_from) }} to {{ '{:,}'.format(m.tokenizer.vocab_size) }} tokens
 ({{ pct(m.tokenizer.vocab_size / m.tokenizer.trimmed_from) }} kept){% if vocab.train_token_coverage is defined %};
@@ -924,7 +928,9 @@ def render_markdown(manifest: Mapping, plots: Sequence[Plot]) -> str:
                if "train_token_coverage" in vocab else "") + ".", ""]  # fmt: skip
     history = student["distill"].get("history") or []
     if history:
-        out += [md_table(["epoch", "dev accuracy"], [[h["epoch"], pct(h["dev_accuracy"])] for h in history]), ""]
+        out += [md_table(["epoch", "dev accuracy", "agreement with the teacher"],
+                         [[h["epoch"], pct(h["dev_accuracy"]), pct(h["agreement"]) if h.get("agreement") is not None
+                           else "–"] for h in history]), ""]  # fmt: skip
     libs = ", ".join(f"{k} {v}" for k, v in m["toolkit"]["libraries"].items())
     out += ["## Reproducibility", "",
             f"- created {m['created']} by xlnet-edge-toolkit {m['toolkit']['version']}",

@@ -192,8 +192,10 @@ class RelativeAttention(nn.Module):
         return shifted.reshape(batch, heads, queries, distances - 1)[:, :, :, :length]
 
     def forward(
-        self, h: torch.Tensor, pos_table: torch.Tensor, segment_diff: torch.Tensor, mask_bias: torch.Tensor
-    ) -> torch.Tensor:
+        self, h: torch.Tensor, pos_table: torch.Tensor, segment_diff: torch.Tensor, mask_bias: torch.Tensor,
+        need_probs: bool = False,
+    ):
+        """The layer's output; with ``need_probs`` also the attention distributions [B, n, L, L] (for distillation)."""
         if self.per_head_linear:
             return self._forward_per_head_linear(h, pos_table, segment_diff, mask_bias)
         length = h.shape[1]
@@ -211,9 +213,10 @@ class RelativeAttention(nn.Module):
         segment = same + segment_diff * (other - same)
 
         scores = (content + position + segment) * self.scale + mask_bias
-        probs = self.dropout(torch.softmax(scores, dim=-1))
-        context = self._matmul(probs, v).transpose(1, 2).reshape(h.shape[0], length, -1)
-        return self.layer_norm(self.dropout(self.o(context)) + h)
+        distribution = torch.softmax(scores, dim=-1)
+        context = self._matmul(self.dropout(distribution), v).transpose(1, 2).reshape(h.shape[0], length, -1)
+        out = self.layer_norm(self.dropout(self.o(context)) + h)
+        return (out, distribution) if need_probs else out
 
     def _forward_per_head_linear(
         self, h: torch.Tensor, pos_table: torch.Tensor, segment_diff: torch.Tensor, mask_bias: torch.Tensor
@@ -268,7 +271,10 @@ class StudentLayer(nn.Module):
         self.attn = RelativeAttention(config)
         self.ff = FeedForward(config)
 
-    def forward(self, h, pos_table, segment_diff, mask_bias):
+    def forward(self, h, pos_table, segment_diff, mask_bias, need_probs: bool = False):
+        if need_probs:
+            h, probs = self.attn(h, pos_table, segment_diff, mask_bias, need_probs=True)
+            return self.ff(h), probs
         return self.ff(self.attn(h, pos_table, segment_diff, mask_bias))
 
 
@@ -329,8 +335,13 @@ class XLNetStudent(nn.Module):
         mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ):
-        """Logits [B, num_labels]. ``mask`` is the 1/0 attention mask, or the additive bias for ``additive_bias``."""
+        """Logits [B, num_labels]. ``mask`` is the 1/0 attention mask, or the additive bias for ``additive_bias``.
+
+        ``output_hidden_states``: also the embedding output and every layer's output; ``output_attentions``: also
+        (third) every layer's attention distributions [B, n_head, L, L] (both for distillation).
+        """
         length = input_ids.shape[1]
         if self.config.mask_input == "attention_mask":
             bias = self.mask_bias_from_attention_mask(mask)
@@ -348,12 +359,18 @@ class XLNetStudent(nn.Module):
             h = self.dropout(self.word_embedding(input_ids))
         else:
             h = self.gather_rows(self.word_embedding.weight, input_ids)
-        hidden = [h]
+        hidden, attentions = [h], []
         for layer in self.layers:
-            h = layer(h, pos_table, segment_diff, bias)
+            if output_attentions:
+                h, probs = layer(h, pos_table, segment_diff, bias, need_probs=True)
+                attentions.append(probs)
+            else:
+                h = layer(h, pos_table, segment_diff, bias)
             hidden.append(h)
         pooled = torch.tanh(self.summary(self.dropout(h[:, -1])))
         logits = self.logits_proj(self.dropout(pooled))
+        if output_attentions:
+            return logits, hidden, attentions
         return (logits, hidden) if output_hidden_states else logits
 
     @torch.no_grad()
