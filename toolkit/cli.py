@@ -94,6 +94,11 @@ AttentionWeight = typer.Option(
     0.0, "--attention-weight", min=0.0,
     help="Weight of matching mapped layers' attention distributions (head means if head counts differ); 0 = off.",
 )
+Route = typer.Option(
+    "fresh", "--route",
+    help="Student init: fresh (teacher embeddings, new layers when narrower), prune (the teacher's layers pruned to "
+    "the budget: heads, FFN neurons, width) or prune+lowrank (pruned wider, projections factorised to fit).",
+)
 TeacherPrecision = typer.Option(
     "auto", "--teacher-precision",
     help="Teacher logits in fp32, bf16, or auto (bf16 where the CPU/GPU computes it natively, else fp32).",
@@ -199,6 +204,7 @@ def distill(
     attention_weight: float = AttentionWeight,
     augment: int = Augment,
     transfer: Path = Transfer,
+    route: str = Route,
     max_param_ratio: float = typer.Option(0.25, help="Largest student, as a share of the teacher's parameters."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
     seed: int = typer.Option(0),
@@ -216,7 +222,7 @@ def distill(
     profile = _load_profile(target)
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
     settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, attention_weight=attention_weight,
-                               augment=augment, seed=seed, teacher_precision=teacher_precision)
+                               augment=augment, route=route, seed=seed, teacher_precision=teacher_precision)
     transfer_texts = _load_transfer(transfer, text_column)
     if teacher is None and not _single_process():
         _fail("several processes would each train the stand-in teacher: pass --teacher (e.g. one made by "
@@ -254,6 +260,7 @@ def export(
     ),
     augment: int = Augment,
     transfer: Path = Transfer,
+    route: str = Route,
     hidden_weight: float = HiddenWeight,
     attention_weight: float = AttentionWeight,
     teacher_precision: str = TeacherPrecision,
@@ -266,7 +273,7 @@ def export(
     """The main job: distil, quantize, export .pte + .tflite, check on the host and the emulated device, report."""
     from toolkit.distill import DistillSettings
 
-    settings = DistillSettings(epochs=epochs, teacher_precision=teacher_precision, augment=augment,
+    settings = DistillSettings(epochs=epochs, teacher_precision=teacher_precision, augment=augment, route=route,
                                hidden_weight=hidden_weight, attention_weight=attention_weight)  # fmt: skip
     with quiet_output(console, out / "toolkit.log", verbose):
         _export(target, out, teacher, data, eval_, settings, transfer, emulate, overwrite, text_column,

@@ -77,9 +77,18 @@ class CostPrediction:
     binding_limit: str = ""  # set by choose_shape: what stopped the student from being larger
 
 
-def layer_parameters(d_model: int, d_inner: int) -> int:
-    """One XLNet layer: q/k/v/o/r projections, 3 attention biases + 2 segment embeddings, FFN, two norms."""
-    return 5 * d_model * d_model + 5 * d_model + 2 * d_model * d_inner + d_inner + d_model + 4 * d_model
+def layer_parameters(d_model: int, d_inner: int, config: StudentConfig | None = None) -> int:
+    """One XLNet layer: q/k/v/o/r projections, 3 attention biases + 2 segment embeddings, FFN, two norms.
+
+    With ``config``: pruned heads (``inner``), the kept position-table width and factorised projections counted.
+    """
+    if config is None:
+        return 5 * d_model * d_model + 5 * d_model + 2 * d_model * d_inner + d_inner + d_model + 4 * d_model
+    from toolkit.latency_model import linear_macs  # a projection's weights = its multiply-adds per token
+
+    inner = config.inner
+    projections = 4 * linear_macs(config, d_model, inner) + 2 * linear_macs(config, d_model, d_inner)
+    return projections + config.position_width * inner + 5 * inner + d_inner + d_model + 4 * d_model
 
 
 def predict_cost(config: StudentConfig, profile: Profile, models: dict | None = None) -> CostPrediction:
@@ -92,7 +101,8 @@ def predict_cost(config: StudentConfig, profile: Profile, models: dict | None = 
 
     d = config.d_model
     embedding = config.vocab_size * d
-    body = config.n_layer * layer_parameters(d, config.d_inner) + d * d + d + d * config.num_labels + config.num_labels
+    body = config.n_layer * layer_parameters(d, config.d_inner, config) + d * d + d + d * config.num_labels
+    body += config.num_labels
     quantizes_embedding = any(a.recipe.endswith("-embedding") for a in profile.artifacts)
     bytes_int8 = embedding * (1 if quantizes_embedding else 4) + body
     flops = 2 * multiply_adds(config)
@@ -306,6 +316,8 @@ class DistillSettings:
     hidden_weight: float = 0.0  # > 0: every token's hidden state of mapped layers matched through a projection
     attention_weight: float = 0.0  # > 0: attention distributions of mapped layers matched (head means if counts differ)
     augment: int = 0  # teacher-labelled variants per training text (toolkit/augment.py); 0 = off
+    route: str = "fresh"  # fresh | prune | prune+lowrank (toolkit/prune.py)
+    prune_steps: int = 3  # pruning steps, each followed by half an epoch of distillation
     patience: int = 2  # early stopping: epochs without dev improvement
     seed: int = 0
     vocab_min_count: int = 1  # trimming: keep tokens seen at least this often in the training texts
@@ -444,6 +456,10 @@ def distill(
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
 
+    from toolkit.prune import ROUTES
+
+    if settings.route not in ROUTES:
+        raise DistillError(f"route '{settings.route}': choose one of {list(ROUTES)}")
     teacher, encoder = load_teacher(teacher_dir)
     # The data's labels as the teacher's output indices (one rule, see toolkit/labels.py); preflight made the
     # same match before any slow stage, so a mismatch never gets this far in `toolkit export`.
@@ -486,6 +502,7 @@ def distill(
         log(f"transfer text: {len(transfer):,} unlabelled texts for the teacher to label")
     pool = _concatenate([train] + unlabelled_sets)
     labelled = torch.tensor([True] * len(train) + [False] * (len(pool) - len(train)))
+    labels_all = torch.tensor(pool.labels)
     # A resumed checkpoint must have trained on exactly this pool (same variants and transfer text).
     training_fingerprint = fingerprint if not unlabelled_sets else _fingerprint(fingerprint, pool.fingerprint())
     logits_started = time.time()
@@ -521,7 +538,46 @@ def distill(
     # Reseed: the student's init and dropout must depend on the seed alone, not on whether the teacher logits came
     # from the cache (computing them builds a model, which draws from the global generator).
     torch.manual_seed(settings.seed)
-    student, init_record = init_from_teacher(teacher, config, vocab_map)
+    checkpoint_path = out_dir / CHECKPOINT
+    prune_history: list[dict] = []
+    lengths = [len(ids) for ids in encoder.text_ids(pool.texts)]
+    if settings.route == "fresh":
+        student, init_record = init_from_teacher(teacher, config, vocab_map)
+    else:  # the teacher's layers at its width, pruned (and factorised) down to the budgets before training
+        from toolkit.prune import pruned_config, route_target, shrink
+
+        if accelerator.num_processes > 1:
+            raise DistillError(f"route '{settings.route}' runs on one process; distil it without torchrun/accelerate")
+        start = replace(config, d_model=teacher.config.d_model, n_head=teacher.config.n_head,
+                        d_inner=teacher.config.d_inner)  # fmt: skip
+        student, init_record = init_from_teacher(teacher, start, vocab_map)
+        models = None
+
+        def fits(candidate: StudentConfig) -> bool:
+            nonlocal models
+            from toolkit.latency_model import load_models
+
+            models = models or load_models()
+            return not _failed_limits(predict_cost(candidate, profile, models), profile, max_parameters)
+
+        target = route_target(settings.route, student.config, config, fits)
+        init_record.update(route=settings.route, target=target.describe(student.config.d_head))
+        if resume and checkpoint_path.is_file():  # the checkpoint holds the pruned student: rebuild its shape
+            student = XLNetStudent(pruned_config(student.config, target))
+        else:
+            log(f"{settings.route}: from the teacher's {start.n_layer} mapped layers at width {start.d_model} to "
+                f"{target.describe(student.config.d_head)}, {settings.prune_steps} steps")  # fmt: skip
+            training = TrainingSet(student_encoder, pool, soft_targets, labels_all, labelled, lengths, config.seq_len)
+            importance_batches = lambda step: [  # noqa: E731  (16 batches per step, their own seed)
+                training.encode(idx) for idx in bucketed_batches(lengths, settings.batch_size, seed=1000 + step)[:16]
+            ]
+            student, prune_history = shrink(
+                student, target, importance_batches, lambda model, batch: training.loss(model, batch, settings),
+                lambda model, step: _recover(model, training, settings, dev, teacher_dev_labels, step),
+                settings.prune_steps, log,
+            )
+        config = student.config
+        cost = replace(predict_cost(config, profile), binding_limit=cost.binding_limit)
     matcher = HiddenMatcher(config.d_model, teacher.config.d_model, config.n_layer) if settings.hidden_weight else None
     teacher_config = teacher.config
     del teacher  # transformers' copy is not needed any more: give its memory back before training
@@ -529,7 +585,6 @@ def distill(
     params = list(student.parameters()) + (list(matcher.parameters()) if matcher else [])
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay,
                                   fused=True)  # one kernel for all tensors: a step's update 19 -> 4.5 ms on CPU
-    lengths = [len(ids) for ids in encoder.text_ids(pool.texts)]
     too_long = [n + 2 for n in lengths[: len(train)] if n + 2 > config.seq_len]  # + <sep> <cls>
     if too_long:
         log(
@@ -546,8 +601,7 @@ def distill(
     scheduler = warmup_linear_schedule(optimizer, total, settings.warmup_ratio)
     teacher_layers = spread_layers(teacher_config.n_layer, config.n_layer)
 
-    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "stale": 0, "history": []}
-    checkpoint_path = out_dir / CHECKPOINT
+    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "stale": 0, "history": [], "pruning": prune_history}
     own_rng = False
     if resume and checkpoint_path.is_file():
         saved = torch.load(checkpoint_path, weights_only=True)
@@ -570,12 +624,14 @@ def distill(
     if rank and not own_rng:  # each other process: its own dropout stream (DDP makes the weights rank 0's)
         torch.manual_seed(settings.seed + 7919 * rank)
 
+    if settings.route != "fresh":  # the pruning steps, also when they ran before a resume
+        init_record["pruning"] = state.get("pruning", [])
     plain_student = student  # before DDP wrapping: its helpers (mask_input) stay reachable
     if matcher is not None:  # its gradients are averaged over the processes too
         student, matcher, optimizer = accelerator.prepare(student, matcher, optimizer)
     else:
         student, optimizer = accelerator.prepare(student, optimizer)
-    labels = torch.tensor(pool.labels)
+    labels = labels_all
     kept_ids = torch.tensor(vocab_map.kept_ids)  # student id -> teacher id, to feed the teacher the same tokens
     progress = tqdm(
         total=total, initial=state["epoch"] * steps_per_epoch, desc="distill", unit="step",
@@ -774,6 +830,56 @@ def teacher_internals(fast_teacher, teacher_ids, mask, token_type_ids, layers, p
                                output_attentions=attentions)  # fmt: skip
     hidden = [outputs[1][i + 1].float() for i in layers]
     return hidden, [outputs[2][i].float() for i in layers] if attentions else None
+
+
+@dataclass
+class TrainingSet:
+    """What training steps draw from: the texts (labelled ones first), the teacher's logits, labels, token lengths."""
+
+    encoder: XLNetTextEncoder  # the student's
+    data: LabelledData
+    soft_targets: torch.Tensor
+    labels: torch.Tensor
+    labelled: torch.Tensor  # bool per row: False for augmented variants and transfer text
+    lengths: list[int]
+    max_len: int
+
+    def encode(self, idx: list[int]) -> tuple:
+        """(input ids, 1/0 mask, token types, idx) of rows ``idx``, padded to their longest."""
+        batch = self.encoder.encode_padded_to_longest(
+            [self.data.texts[i] for i in idx], None if self.data.pairs is None else [self.data.pairs[i] for i in idx],
+            max_len=self.max_len,
+        )
+        return (torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask),
+                torch.from_numpy(batch.token_type_ids), idx)  # fmt: skip
+
+    def loss(self, model: XLNetStudent, batch, settings: "DistillSettings") -> torch.Tensor:
+        """The distillation loss of one encoded batch (what pruning scores importance by and recovers with)."""
+        ids, mask, types, idx = batch
+        logits = model(ids, model.mask_input(mask), types if model.config.uses_pairs else None)
+        return kd_loss(logits, self.soft_targets[idx], self.labels[idx], settings.temperature, settings.kd_weight,
+                       self.labelled[idx])  # fmt: skip
+
+
+def _recover(model, training: TrainingSet, settings, dev, teacher_dev_labels, step: int) -> dict:
+    """Half an epoch of distillation after a pruning step (fresh AdamW, warm-up + linear decay); dev figures."""
+    batches = bucketed_batches(training.lengths, settings.batch_size, seed=settings.seed + 2000 + step)
+    batches = batches[: max(1, len(batches) // 2)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scheduler = warmup_linear_schedule(optimizer, len(batches), settings.warmup_ratio)
+    model.train()
+    for idx in tqdm(batches, desc=f"recover after pruning step {step + 1}", unit="step", leave=False):
+        loss = training.loss(model, training.encode(idx), settings)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+    dev_logits = student_logits(model, training.encoder, dev)
+    figures = {"dev_accuracy": accuracy(dev_logits, dev.labels)}
+    if teacher_dev_labels is not None:
+        figures["agreement"] = float((dev_logits.argmax(-1) == teacher_dev_labels).mean())
+    return figures
 
 
 def _concatenate(parts: list[LabelledData]) -> LabelledData:

@@ -29,10 +29,24 @@ from toolkit.cycles import COST_MODELS, read_json, calibration_for
 GFLOPS_PER_GHZ = 4.0
 
 
+def linear_macs(config, in_features: int, out_features: int) -> int:
+    """Multiply-adds per token of one projection: dense, or the two factors where the config's rank applies."""
+    rank = getattr(config, "linear_rank", None)
+    if rank and rank * (in_features + out_features) < in_features * out_features:
+        return rank * (in_features + out_features)
+    return in_features * out_features
+
+
 def multiply_adds(config) -> int:
-    """Multiply-adds of one inference: projections over L tokens, relative positions over 2L, attention, pooling."""
+    """Multiply-adds of one inference: projections over L tokens, relative positions over 2L, attention, pooling.
+
+    Pruned heads (``inner`` < d_model), a kept position-table width and factorised projections count as they run.
+    """
     d, length = config.d_model, config.seq_len
-    per_layer = length * (4 * d * d + 2 * d * config.d_inner) + 2 * length * d * d + 4 * length * length * d
+    inner = getattr(config, "inner", d)
+    position_width = getattr(config, "position_width", d)
+    projections = 4 * linear_macs(config, d, inner) + linear_macs(config, d, config.d_inner) * 2
+    per_layer = length * projections + 2 * length * position_width * inner + 4 * length * length * inner
     return config.n_layer * per_layer + d * d
 
 

@@ -566,6 +566,10 @@ def preflight(spec: RunSpec) -> Plan:
         raise PreflightError(f"profile '{spec.profile.name}' cannot be exported as asked:\n  " + "\n  ".join(problems))
 
     resolve_precision(spec.settings.teacher_precision)  # a bad value is refused here, not after the teacher stage
+    from toolkit.prune import ROUTES
+
+    if spec.settings.route not in ROUTES:
+        raise PreflightError(f"route '{spec.settings.route}': choose one of {list(ROUTES)}")
     if spec.teacher_dir is not None:
         info = inspect_teacher(spec.teacher_dir, stand_in=is_stand_in(spec.teacher_dir))
         teacher_config = XLNetConfig.from_dict(info.config)

@@ -60,14 +60,59 @@ class StudentConfig:
     mask_input: Literal["attention_mask", "additive_bias"] = "attention_mask"
     uses_pairs: bool = False
     labels: list[str] = field(default_factory=list)
+    # Shapes a pruned or factorised student has (toolkit/prune.py); None = the plain layout.
+    head_dim: int | None = None  # per-head width; None = d_model / n_head (pruned heads keep the teacher's)
+    pos_dim: int | None = None  # width of the sinusoidal position table; None = d_model (pruned width keeps it)
+    linear_rank: int | None = None  # q, k, v, o and both FFN projections as two nn.Linear of this rank (A·B)
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_head:
+        if self.head_dim is None and self.d_model % self.n_head:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
 
     @property
     def d_head(self) -> int:
-        return self.d_model // self.n_head
+        return self.head_dim or self.d_model // self.n_head
+
+    @property
+    def inner(self) -> int:
+        """Width of the attention's concatenated heads (= d_model unless heads were pruned)."""
+        return self.n_head * self.d_head
+
+    @property
+    def position_width(self) -> int:
+        return self.pos_dim or self.d_model
+
+
+class LowRankLinear(nn.Module):
+    """``W ≈ up · down``: two ordinary ``nn.Linear`` (rank ``r``), so XNNPACK / LiteRT run them as two GEMMs.
+
+    ``weight`` / ``bias`` give the equivalent dense layer (for code that reads a projection's weight directly).
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool) -> None:
+        super().__init__()
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=bias)
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.up.weight @ self.down.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.up.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+def projection(in_features: int, out_features: int, config: "StudentConfig", bias: bool = True) -> nn.Module:
+    """A dense ``nn.Linear``, or a :class:`LowRankLinear` where the config's rank saves multiply-adds."""
+    rank = config.linear_rank
+    if rank and rank * (in_features + out_features) < in_features * out_features:
+        return LowRankLinear(in_features, out_features, rank, bias)
+    return nn.Linear(in_features, out_features, bias=bias)
 
 
 class CentredL2Norm(nn.Module):
@@ -148,13 +193,13 @@ class RelativeAttention(nn.Module):
 
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
-        inner = config.n_head * config.d_head
+        inner = config.inner
         self.n_head, self.d_head = config.n_head, config.d_head
-        self.q = nn.Linear(config.d_model, inner, bias=False)
-        self.k = nn.Linear(config.d_model, inner, bias=False)
-        self.v = nn.Linear(config.d_model, inner, bias=False)
-        self.r = nn.Linear(config.d_model, inner, bias=False)
-        self.o = nn.Linear(inner, config.d_model, bias=False)
+        self.q = projection(config.d_model, inner, config, bias=False)
+        self.k = projection(config.d_model, inner, config, bias=False)
+        self.v = projection(config.d_model, inner, config, bias=False)
+        self.r = nn.Linear(config.position_width, inner, bias=False)  # on the constant position table: kept dense
+        self.o = projection(inner, config.d_model, config, bias=False)
         self.r_w_bias = nn.Parameter(torch.zeros(config.n_head, config.d_head))
         self.r_r_bias = nn.Parameter(torch.zeros(config.n_head, config.d_head))
         self.r_s_bias = nn.Parameter(torch.zeros(config.n_head, config.d_head))
@@ -254,8 +299,8 @@ class RelativeAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
-        self.layer_1 = nn.Linear(config.d_model, config.d_inner)
-        self.layer_2 = nn.Linear(config.d_inner, config.d_model)
+        self.layer_1 = projection(config.d_model, config.d_inner, config)
+        self.layer_2 = projection(config.d_inner, config.d_model, config)
         self.activation = nn.GELU() if config.activation == "gelu" else nn.ReLU()
         self.layer_norm = make_norm(config)
         self.dropout = nn.Dropout(config.dropout)
@@ -289,7 +334,8 @@ class XLNetStudent(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.summary = nn.Linear(config.d_model, config.d_model)
         self.logits_proj = nn.Linear(config.d_model, config.num_labels)
-        self.register_buffer("pos_table", relative_position_table(config.seq_len, config.d_model), persistent=False)
+        self.register_buffer("pos_table", relative_position_table(config.seq_len, config.position_width),
+                             persistent=False)  # fmt: skip
         self.register_buffer("segment_pattern", single_segment_pattern(config.seq_len), persistent=False)
         # Export hook: ``fn(table, ids) -> rows``. The TFLite exporter uses a single GATHER for NNAPI (the default
         # embedding lowers to an int32 RESHAPE + float EMBEDDING_LOOKUP). None = nn.Embedding.
