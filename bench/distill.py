@@ -39,7 +39,7 @@ from toolkit.distill import DistillSettings, distill  # noqa: E402
 from toolkit.files import PROJECT_ROOT, atomic_write_json  # noqa: E402
 
 SHARED_SUBJ = PROJECT_ROOT.parent / "shared" / "data" / "subj"
-ROWS = ("labels alone", "today", "+augment", "+transfer", "+layers", "all")
+ROWS = ("labels alone", "today", "+augment", "+transfer", "+layers", "all", "prune", "prune+lowrank")
 INT8_ARTIFACTS = ("pte-int8-dynamic-embedding", "tflite-dynamic-int8")
 SEQUENCE_LENGTH = 64
 
@@ -72,6 +72,9 @@ def row_settings(row: str, epochs: int, augment: int) -> tuple[DistillSettings, 
         "+transfer": (base, True),
         "+layers": (replace(base, hidden_weight=1.0, attention_weight=1.0), False),
         "all": (replace(base, augment=augment, hidden_weight=1.0, attention_weight=1.0), True),
+        # Issue 19's routes: the teacher's own layers pruned (and factorised) to the same budget, today's losses.
+        "prune": (replace(base, route="prune"), False),
+        "prune+lowrank": (replace(base, route="prune+lowrank"), False),
     }[row]
 
 
@@ -126,6 +129,7 @@ def run_one(task, size, row, args, teacher_dir, profile) -> dict:
         "int8_agreement": int8[best]["agreement"],
         "retention": int8[best]["accuracy"] / report["teacher_dev_accuracy"],
         "parameter_ratio": report["parameter_ratio"], "shape": [report["shape"]["n_layer"], report["shape"]["d_model"]],
+        "rank": report["shape"].get("linear_rank"), "predicted_ms": report["predicted"]["latency_ms_estimate"],
         "training_examples": report["training_examples"], "epochs_run": report["epochs_run"],
         "distill_seconds": report["wall_seconds"], "wall_seconds": round(time.time() - started, 1),
     }
@@ -146,18 +150,20 @@ def render(results: list[dict], args) -> str:
         "its own runtime on the whole dev set. Retention = int8 accuracy / teacher accuracy; agreement = share of dev",
         "texts with the teacher's argmax (fp32 student / int8 artifact).", "",
         "| task | size cap | student | recipe | examples (labelled + variants + transfer) | teacher acc | fp32 acc | "
-        "best int8 acc | retention | agreement fp32 / int8 | wall s |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "best int8 acc | retention | agreement fp32 / int8 | int8 MB | predicted ms | wall s |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         e = r["training_examples"]
         goal = goals.get(r["size"])
+        recipe = r["row"] + (f" (rank {r['rank']})" if r.get("rank") else "")
         mark = "" if goal is None or r["task"] == "sst2-1k" else (" ✓" if r["retention"] >= goal else " ✗")
         lines.append(
             f"| {r['task']} | {r['size']:g} ({r['parameter_ratio']:.1%}) | {r['shape'][0]} × d{r['shape'][1]} | "
-            f"{r['row']} | {e['labelled']:,} + {e['augmented']:,} + {e['transfer']:,} | {r['teacher_accuracy']:.4f} | "
+            f"{recipe} | {e['labelled']:,} + {e['augmented']:,} + {e['transfer']:,} | {r['teacher_accuracy']:.4f} | "
             f"{r['student_accuracy']:.4f} | {r['int8_accuracy']:.4f} | {r['retention']:.1%}{mark} | "
-            f"{r['agreement']:.3f} / {r['int8_agreement']:.3f} | {r['wall_seconds']:.0f} |"
+            f"{r['agreement']:.3f} / {r['int8_agreement']:.3f} | {r['int8'][r['best_int8']]['mb']:.2f} | "
+            f"{r['predicted_ms']:.2f} | {r['wall_seconds']:.0f} |"
         )
     lines += ["", "Goals (issue 16): int8 retention ≥ 99 % at 1/4 and ≥ 97 % at 1/10 (✓/✗ above), agreement ≥ 95 %; "
               "on sst2-1k the full recipe closes ≥ half the gap between \"labels alone\" and the teacher."]  # fmt: skip
@@ -213,7 +219,13 @@ def run_folder(out: Path, task: str, size: float, row: str) -> Path:
 
 def finished(out: Path) -> list[dict]:
     """Every finished run in ``out``, in table order (task, size, row), whichever invocation measured it."""
-    results = [json.loads(p.read_text()) for p in out.glob("*/*/*/result.json")]
+    results = []
+    for path in out.glob("*/*/*/result.json"):
+        result = json.loads(path.read_text())
+        if "predicted_ms" not in result:  # measured before the column existed: from its distillation report
+            report = json.loads((path.parent / "student" / "distill_report.json").read_text())
+            result["predicted_ms"] = report["predicted"]["latency_ms_estimate"]
+        results.append(result)
     tasks = ["subj", "sst2", "sst2-1k"]
     return sorted(results, key=lambda r: (tasks.index(r["task"]), -r["size"], ROWS.index(r["row"])))
 
