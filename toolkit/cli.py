@@ -99,6 +99,10 @@ Route = typer.Option(
     help="Student init: fresh (teacher embeddings, new layers when narrower), prune (the teacher's layers pruned to "
     "the budget: heads, FFN neurons, width) or prune+lowrank (pruned wider, projections factorised to fit).",
 )
+QatEpochs = typer.Option(
+    0, "--qat-epochs", min=0,
+    help="Train the last N distillation epochs quantization-aware (fake int8), for the full-integer int8 artifacts.",
+)
 TeacherPrecision = typer.Option(
     "auto", "--teacher-precision",
     help="Teacher logits in fp32, bf16, or auto (bf16 where the CPU/GPU computes it natively, else fp32).",
@@ -205,6 +209,7 @@ def distill(
     augment: int = Augment,
     transfer: Path = Transfer,
     route: str = Route,
+    qat_epochs: int = QatEpochs,
     max_param_ratio: float = typer.Option(0.25, help="Largest student, as a share of the teacher's parameters."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
     seed: int = typer.Option(0),
@@ -222,7 +227,8 @@ def distill(
     profile = _load_profile(target)
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
     settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, attention_weight=attention_weight,
-                               augment=augment, route=route, seed=seed, teacher_precision=teacher_precision)
+                               augment=augment, route=route, qat_epochs=qat_epochs, seed=seed,
+                               teacher_precision=teacher_precision)  # fmt: skip
     transfer_texts = _load_transfer(transfer, text_column)
     if teacher is None and not _single_process():
         _fail("several processes would each train the stand-in teacher: pass --teacher (e.g. one made by "
@@ -261,6 +267,7 @@ def export(
     augment: int = Augment,
     transfer: Path = Transfer,
     route: str = Route,
+    qat_epochs: int = QatEpochs,
     hidden_weight: float = HiddenWeight,
     attention_weight: float = AttentionWeight,
     teacher_precision: str = TeacherPrecision,
@@ -274,7 +281,8 @@ def export(
     from toolkit.distill import DistillSettings
 
     settings = DistillSettings(epochs=epochs, teacher_precision=teacher_precision, augment=augment, route=route,
-                               hidden_weight=hidden_weight, attention_weight=attention_weight)  # fmt: skip
+                               qat_epochs=qat_epochs, hidden_weight=hidden_weight,
+                               attention_weight=attention_weight)  # fmt: skip
     with quiet_output(console, out / "toolkit.log", verbose):
         _export(target, out, teacher, data, eval_, settings, transfer, emulate, overwrite, text_column,
                 pair_column, label_column, skip_bad_rows)  # fmt: skip

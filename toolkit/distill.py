@@ -318,6 +318,7 @@ class DistillSettings:
     augment: int = 0  # teacher-labelled variants per training text (toolkit/augment.py); 0 = off
     route: str = "fresh"  # fresh | prune | prune+lowrank (toolkit/prune.py)
     prune_steps: int = 3  # pruning steps, each followed by half an epoch of distillation
+    qat_epochs: int = 0  # the last N epochs train with fake-quantized linears (toolkit/qat.py); 0 = off
     patience: int = 2  # early stopping: epochs without dev improvement
     seed: int = 0
     vocab_min_count: int = 1  # trimming: keep tokens seen at least this often in the training texts
@@ -460,6 +461,8 @@ def distill(
 
     if settings.route not in ROUTES:
         raise DistillError(f"route '{settings.route}': choose one of {list(ROUTES)}")
+    if not 0 <= settings.qat_epochs <= settings.epochs:
+        raise DistillError(f"qat epochs {settings.qat_epochs}: choose 0 (off) to {settings.epochs} (every epoch)")
     teacher, encoder = load_teacher(teacher_dir)
     # The data's labels as the teacher's output indices (one rule, see toolkit/labels.py); preflight made the
     # same match before any slow stage, so a mismatch never gets this far in `toolkit export`.
@@ -603,6 +606,7 @@ def distill(
 
     state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "stale": 0, "history": [], "pruning": prune_history}
     own_rng = False
+    qat_state = None
     if resume and checkpoint_path.is_file():
         saved = torch.load(checkpoint_path, weights_only=True)
         if saved["fingerprint"] != training_fingerprint or saved["config"] != asdict(config):
@@ -618,6 +622,7 @@ def distill(
             torch.set_rng_state(rank_rng[rank])
             own_rng = True
         state = json.loads(saved["state"])
+        qat_state = saved.get("qat")
         log(f"resuming after epoch {state['epoch']} (best dev accuracy {state['best_accuracy']:.4f})")
     elif resume:
         log(f"no checkpoint in {out_dir}: starting from the beginning")
@@ -627,6 +632,16 @@ def distill(
     if settings.route != "fresh":  # the pruning steps, also when they ran before a resume
         init_record["pruning"] = state.get("pruning", [])
     plain_student = student  # before DDP wrapping: its helpers (mask_input) stay reachable
+    qat_start = settings.epochs - settings.qat_epochs  # the first epoch (0-based) that trains quantization-aware
+    if settings.qat_epochs and world > 1:
+        raise DistillError("quantization-aware training runs on one process; distil without torchrun/accelerate")
+    qat = None
+    if settings.qat_epochs and state["epoch"] >= qat_start:  # resumed inside the quantization-aware epochs
+        from toolkit.qat import QuantAware
+
+        qat = QuantAware(plain_student)
+        if qat_state is not None:
+            qat.load_state_dict(qat_state)
     if matcher is not None:  # its gradients are averaged over the processes too
         student, matcher, optimizer = accelerator.prepare(student, matcher, optimizer)
     else:
@@ -638,9 +653,20 @@ def distill(
         disable=not accelerator.is_main_process,
     )
     for epoch in range(state["epoch"], settings.epochs):
-        if state["stale"] >= settings.patience:
-            log(f"early stop: no dev improvement for {settings.patience} epochs")
-            break
+        if state["stale"] >= settings.patience and epoch < qat_start:
+            if not settings.qat_epochs:
+                log(f"early stop: no dev improvement for {settings.patience} epochs")
+                break
+            continue  # skip to the quantization-aware epochs: they make the student the int8 one
+        if epoch >= qat_start and qat is None:
+            from toolkit.qat import QuantAware
+
+            log(f"quantization-aware training from epoch {epoch + 1}: fake-quantized int8 linears (inputs per "
+                "tensor, weights per channel); the best quantization-aware epoch is kept")  # fmt: skip
+            qat = QuantAware(plain_student)
+            state.update(best_accuracy=-1.0, stale=0, qat_from_epoch=epoch + 1)
+        if qat is not None:
+            qat.observe(True)
         student.train()
         batches = bucketed_batches(lengths, settings.batch_size, seed=settings.seed + epoch)
         share: list[int] = []  # the training examples this process saw this epoch
@@ -688,6 +714,8 @@ def distill(
         plain = accelerator.unwrap_model(student)
         # The main process evaluates and every process takes its result: the same early-stopping decision.
         dev_accuracy, agreement = None, None
+        if qat is not None:
+            qat.observe(False)  # evaluated with the ranges learned so far, as the int8 model will run
         if accelerator.is_main_process:
             dev_logits = student_logits(plain, student_encoder, dev)
             dev_accuracy = accuracy(dev_logits, dev.labels)
@@ -700,7 +728,7 @@ def distill(
         if dev_accuracy > state["best_accuracy"]:
             state.update(best_accuracy=dev_accuracy, best_epoch=epoch + 1, best_agreement=agreement, stale=0)
             if accelerator.is_main_process:
-                save_student(plain, out_dir)
+                save_student(plain if qat is None else qat.snapshot(), out_dir)  # QAT: the weights on the int8 grid
                 student_encoder.save_pretrained(out_dir)
         else:
             state["stale"] += 1
@@ -709,8 +737,8 @@ def distill(
         if accelerator.is_main_process:
             plain_matcher = accelerator.unwrap_model(matcher) if matcher is not None else None
             _save_checkpoint(
-                checkpoint_path, plain, optimizer, scheduler, plain_matcher, state, training_fingerprint, config,
-                rank_rng,
+                checkpoint_path, plain if qat is None else qat.plain_state_dict(), optimizer, scheduler, plain_matcher,
+                state, training_fingerprint, config, rank_rng, None if qat is None else qat.state_dict(),
             )
         if stop_after_epochs is not None and state["epoch"] >= stop_after_epochs:
             break
@@ -733,6 +761,8 @@ def distill(
         # Share of dev texts where the student's argmax equals the teacher's (the best epoch's; per epoch in history).
         "agreement": state.get("best_agreement"),
         "student_best_epoch": state["best_epoch"],
+        # The first quantization-aware epoch (the kept student is from one of those), or None without QAT.
+        "qat_from_epoch": state.get("qat_from_epoch"),
         "training_examples": {
             "labelled": len(train),
             "augmented": sum(len(d) for d in unlabelled_sets if d.source != "transfer text"),
@@ -893,10 +923,15 @@ def _concatenate(parts: list[LabelledData]) -> LabelledData:
     )
 
 
-def _save_checkpoint(path, student, optimizer, scheduler, matcher, state, fingerprint, config, rank_rng=None) -> None:
-    """Everything a resumed run needs to continue exactly where an uninterrupted run would be."""
+def _save_checkpoint(path, student, optimizer, scheduler, matcher, state, fingerprint, config, rank_rng=None,
+                     qat_state=None) -> None:  # fmt: skip
+    """Everything a resumed run needs to continue exactly where an uninterrupted run would be.
+
+    ``student``: the model or its state dict (quantization-aware epochs: the un-rounded weights under plain names,
+    with the observers' ranges in ``qat_state``).
+    """
     payload = {
-        "student": student.state_dict(),
+        "student": student if isinstance(student, dict) else student.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": torch.get_rng_state(),
@@ -908,5 +943,7 @@ def _save_checkpoint(path, student, optimizer, scheduler, matcher, state, finger
         payload["matcher"] = matcher.state_dict()
     if rank_rng is not None:  # several processes: each one's dropout stream, so a resume continues every one
         payload["rank_rng"] = rank_rng
+    if qat_state is not None:
+        payload["qat"] = qat_state
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

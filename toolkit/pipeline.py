@@ -64,6 +64,7 @@ class RunSpec:
     teacher_dir: Path | None = None  # None: the demo teacher
     settings: DistillSettings = field(default_factory=DistillSettings)
     emulate: bool = True
+    transfer: list[str] | None = None  # unlabelled texts the teacher labels for distillation (--transfer)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def stage_distill(plan: Plan, spec: RunSpec, teacher_dir: Path, work: Path, log:
     if report_path.is_file() and json.loads(report_path.read_text()).get("finished"):
         log(f"student already distilled in {student_dir}")
         return student_dir
-    distill(teacher_dir, plan.train, plan.dev, spec.profile, student_dir, spec.settings, resume=True, log=log)
+    distill(teacher_dir, plan.train, plan.dev, spec.profile, student_dir, spec.settings, resume=True, log=log,
+            transfer=spec.transfer)
     return student_dir
 
 
@@ -570,6 +572,9 @@ def preflight(spec: RunSpec) -> Plan:
 
     if spec.settings.route not in ROUTES:
         raise PreflightError(f"route '{spec.settings.route}': choose one of {list(ROUTES)}")
+    if not 0 <= spec.settings.qat_epochs <= spec.settings.epochs:
+        raise PreflightError(f"--qat-epochs {spec.settings.qat_epochs}: choose 0 (off) to --epochs "
+                             f"{spec.settings.epochs} (every epoch)")  # fmt: skip
     if spec.teacher_dir is not None:
         info = inspect_teacher(spec.teacher_dir, stand_in=is_stand_in(spec.teacher_dir))
         teacher_config = XLNetConfig.from_dict(info.config)

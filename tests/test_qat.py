@@ -1,0 +1,91 @@
+"""Quantization-aware training on tiny students: fake quantization, the int8 grid, resume, and the full-int8 export."""
+
+import pytest
+import torch
+import yaml
+
+from toolkit.distill import DistillSettings, distill
+from toolkit.qat import QuantAware
+from toolkit.student import StudentConfig, XLNetStudent, load_student
+
+
+def tiny() -> XLNetStudent:
+    torch.manual_seed(0)
+    config = StudentConfig(vocab_size=50, d_model=32, n_layer=2, n_head=4, d_inner=64, num_labels=2, seq_len=16,
+                           dropout=0.0)  # fmt: skip
+    return XLNetStudent(config).init_like_xlnet(0.2)
+
+
+def on_per_channel_grid(weight: torch.Tensor) -> bool:
+    """Every row is integers in [-127, 127] times that row's scale (max |w| / 127)."""
+    scale = weight.abs().amax(dim=1, keepdim=True) / 127
+    steps = weight / scale
+    return bool(torch.allclose(steps, steps.round(), atol=1e-3) and steps.abs().max() <= 127.001)
+
+
+def test_fake_quantization_trains_the_same_parameters_and_snapshots_on_the_grid():
+    model = tiny()
+    before = {id(p) for p in model.parameters()}
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    qat = QuantAware(model)
+    assert {id(p) for p in model.parameters()} == before  # an optimizer made before keeps training them
+    ids, mask = torch.randint(9, 50, (4, 12)), torch.ones(4, 12, dtype=torch.int64)
+    model(ids, mask).sum().backward()
+    assert model.layers[0].attn.q.parametrizations.weight.original.grad.abs().sum() > 0  # straight-through
+    qat.observe(False)
+    with torch.no_grad():
+        fake = model(ids, mask)
+        plain = tiny()(ids, mask)
+    assert 0 < (fake - plain).abs().max() < 0.5  # quantization noise, not another function
+    snapshot = qat.snapshot()
+    assert set(snapshot.state_dict()) == set(weights)
+    assert on_per_channel_grid(snapshot.layers[1].ff.layer_1.weight.detach())
+    assert not on_per_channel_grid(weights["layers.1.ff.layer_1.weight"])
+    assert set(qat.plain_state_dict()) == set(weights)
+    qat.detach()
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+
+
+def test_qat_epochs_keep_a_student_on_the_grid_and_resume_exactly(tiny_teacher_dir, small_data, short_profile,
+                                                                  tmp_path, monkeypatch):  # fmt: skip
+    monkeypatch.setenv("XLNET_EDGE_CACHE", str(tmp_path / "cache"))
+    train, dev = small_data
+    settings = DistillSettings(epochs=3, batch_size=32, patience=5, qat_epochs=2)
+    kwargs = dict(n_layer=1, d_model=16, max_param_ratio=None, log=lambda *_: None)
+    straight = distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "a", settings, **kwargs)
+    assert straight.report["qat_from_epoch"] == 2 and straight.report["student_best_epoch"] >= 2
+    student = load_student(tmp_path / "a")
+    assert on_per_channel_grid(student.layers[0].attn.o.weight.detach())
+    distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "b", settings, stop_after_epochs=2, **kwargs)
+    resumed = distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "b", settings, resume=True, **kwargs)
+    assert resumed.report["history"] == straight.report["history"]
+    a, b = load_student(tmp_path / "a").state_dict(), load_student(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="qat epochs 4"):
+        distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "c", DistillSettings(epochs=3, qat_epochs=4),
+                **kwargs)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+def test_qat_student_passes_the_host_and_emulator_checks_of_full_int8(tiny_teacher_dir, small_data, tmp_path):
+    from toolkit.pipeline import RunSpec, export_bundle
+    from toolkit.profiles import load_profile, shipped_profile_paths
+
+    data = yaml.safe_load(shipped_profile_paths()["arm64-cpu"].read_text())
+    data.update(name="tiny-qat", sequence_length=32, sequence_lengths=[32])
+    data["artifacts"] = [
+        {"format": "pte", "recipe": "int8-static", "runtime": "executorch", "delegate": "xnnpack"},
+        {"format": "tflite", "recipe": "full-int8", "runtime": "ai-edge-litert", "delegate": "xnnpack"},
+    ]
+    data["validation"]["emulator_samples"] = 6
+    data["validation"]["tolerances"].update({"max_accuracy_drop_points": 60, "min_argmax_agreement": 0.5})
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    profile = load_profile(tmp_path / "p.yaml")
+    train, dev = small_data
+    spec = RunSpec(profile, train, dev, tiny_teacher_dir, DistillSettings(epochs=2, batch_size=32, qat_epochs=1))
+    manifest = export_bundle(spec, tmp_path / "out", log=lambda *_: None)
+    assert manifest["validation"]["passed"]
+    assert manifest["student"]["distill"]["settings"]["qat_epochs"] == 1
+    for artifact in manifest["artifacts"]:
+        assert artifact["valid"] and [c["kind"] for c in artifact["checks"]] == ["host", "emulator"]
