@@ -206,6 +206,16 @@ CASES = [
     Case("teacher-tokenizer-damaged", "the teacher's `tokenizer.json` is damaged",
          lambda d, t: export_args(d, teacher_copy(d, t, lambda f: (f / "tokenizer.json").write_text("{ not json"))),
          2, "tokenizer files could not be read"),
+    # ---- distillation options
+    Case("transfer-missing", "`--transfer` file does not exist",
+         lambda d, t: export_args(d, t, "--transfer", str(d / "nope.txt")), 2, "no such transfer-text file"),
+    Case("transfer-no-column", "`--transfer` TSV without the text column",
+         lambda d, t: export_args(d, t, "--transfer", str(written(d, "t.tsv", "review\tx\ngood\t1\n"))), 2,
+         "no column 'sentence'"),
+    Case("route-unknown", "`--route` names no route", lambda d, t: export_args(d, t, "--route", "snip"), 2,
+         "route 'snip': choose one of ['fresh', 'prune', 'prune+lowrank']"),
+    Case("qat-too-many-epochs", "`--qat-epochs` larger than `--epochs`",
+         lambda d, t: export_args(d, t, "--qat-epochs", "3"), 2, "--qat-epochs 3: choose 0 (off) to --epochs 1"),
     # ---- data
     Case("data-missing", "`--data` file does not exist",
          lambda d, t: export_args(d, t, data=d / "nope.tsv"), 2, "no such data file"),
