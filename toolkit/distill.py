@@ -544,6 +544,7 @@ def distill(
     checkpoint_path = out_dir / CHECKPOINT
     prune_history: list[dict] = []
     lengths = [len(ids) for ids in encoder.text_ids(pool.texts)]
+    training = TrainingSet(student_encoder, pool, soft_targets, labels_all, labelled, lengths, config.seq_len)
     if settings.route == "fresh":
         student, init_record = init_from_teacher(teacher, config, vocab_map)
     else:  # the teacher's layers at its width, pruned (and factorised) down to the budgets before training
@@ -570,9 +571,9 @@ def distill(
         else:
             log(f"{settings.route}: from the teacher's {start.n_layer} mapped layers at width {start.d_model} to "
                 f"{target.describe(student.config.d_head)}, {settings.prune_steps} steps")  # fmt: skip
-            training = TrainingSet(student_encoder, pool, soft_targets, labels_all, labelled, lengths, config.seq_len)
             importance_batches = lambda step: [  # noqa: E731  (16 batches per step, their own seed)
-                training.encode(idx) for idx in bucketed_batches(lengths, settings.batch_size, seed=1000 + step)[:16]
+                training.encode(idx)
+                for idx in bucketed_batches(lengths, settings.batch_size, seed=settings.seed + 1000 + step)[:16]
             ]
             student, prune_history = shrink(
                 student, target, importance_batches, lambda model, batch: training.loss(model, batch, settings),
@@ -646,7 +647,6 @@ def distill(
         student, matcher, optimizer = accelerator.prepare(student, matcher, optimizer)
     else:
         student, optimizer = accelerator.prepare(student, optimizer)
-    labels = labels_all
     kept_ids = torch.tensor(vocab_map.kept_ids)  # student id -> teacher id, to feed the teacher the same tokens
     progress = tqdm(
         total=total, initial=state["epoch"] * steps_per_epoch, desc="distill", unit="step",
@@ -677,20 +677,13 @@ def distill(
                 share.extend(idx)
             else:  # a last batch smaller than the number of processes: take part in the step with a zero weight
                 idx, weight = global_idx[:1], 0.0
-            batch = student_encoder.encode_padded_to_longest(
-                [pool.texts[i] for i in idx],
-                None if pool.pairs is None else [pool.pairs[i] for i in idx],
-                max_len=config.seq_len,
-            )
-            ids = torch.from_numpy(batch.input_ids).to(accelerator.device)
-            mask = torch.from_numpy(batch.attention_mask).to(accelerator.device)
-            all_types = torch.from_numpy(batch.token_type_ids).to(accelerator.device)
+            ids, mask, all_types = (t.to(accelerator.device) for t in training.encode(idx)[:3])
             types = all_types if config.uses_pairs else None
             outputs = student(ids, plain_student.mask_input(mask), types, output_hidden_states=True,
                               output_attentions=settings.attention_weight > 0)
             logits, hidden = outputs[0], outputs[1]
             loss = kd_loss(
-                logits, soft_targets[idx].to(logits.device), labels[idx].to(logits.device),
+                logits, soft_targets[idx].to(logits.device), labels_all[idx].to(logits.device),
                 settings.temperature, settings.kd_weight, labelled[idx].to(logits.device),
             )
             if fast_teacher is not None:
