@@ -260,3 +260,22 @@ def test_correct_bits_round_trip():
     correct = np.random.default_rng(3).random(DEV) < 0.8
     bits = pack_correct(correct)
     assert len(bits) == 2 * ((DEV + 7) // 8) and np.array_equal(unpack_correct(bits, DEV), correct)
+
+
+def test_agreement_with_the_teacher_per_epoch_and_the_training_examples_are_shown():
+    from toolkit.report import plot_distill_history
+
+    m = sample()
+    m["student"]["distill"]["history"] = [{"epoch": 1, "dev_accuracy": 0.8, "agreement": 0.91},
+                                          {"epoch": 2, "dev_accuracy": 0.82, "agreement": 0.953}]  # fmt: skip
+    m["student"]["distill"].update(agreement=0.953, training_examples={"labelled": 100, "augmented": 190, "transfer": 50})
+    md, html = render_markdown(m, plots=[]), render_html(m, plots=[])
+    assert "| epoch | dev accuracy | agreement with the teacher |" in md and "| 2 | 82.00% | 95.30% |" in md
+    assert "<b>95.30%</b> of dev texts (agreement)" in html and "190 teacher-labelled variants" in html
+    figure = plot_distill_history(m)
+    assert [line.get_label() for line in figure.axes[0].get_lines()][-1] == "agreement with the teacher"
+    # Reports of runs before agreement was recorded still render (no column values, no line).
+    for h in m["student"]["distill"]["history"]:
+        del h["agreement"]
+    assert "| 1 | 80.00% | – |" in render_markdown(m, plots=[])
+    assert "agreement with the teacher" not in [line.get_label() for line in plot_distill_history(m).axes[0].get_lines()]
