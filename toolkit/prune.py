@@ -19,7 +19,7 @@ handles as it is.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 from toolkit.student import LowRankLinear, StudentConfig, XLNetStudent
@@ -240,8 +240,3 @@ def shrink(student: XLNetStudent, target: PruneTarget, batches_for_step, loss_of
         log(f"factorised to rank {target.rank} -> {entry['parameters']:,} params"
             + (f", dev {entry['dev_accuracy']:.4f}" if "dev_accuracy" in entry else ""))
     return student, history
-
-
-def shape_record(config: StudentConfig) -> dict:
-    return {k: v for k, v in asdict(config).items() if k in ("n_layer", "d_model", "n_head", "head_dim", "d_inner",
-                                                              "pos_dim", "linear_rank")}
