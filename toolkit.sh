@@ -98,7 +98,9 @@ case "${1:-}" in
     shift
     setup_system "qemu-user mmdebstrap arch-test g++-aarch64-linux-gnu kotlin chromium"
     setup_python
-    exec "$VENV/bin/python" -m pytest -q "$@"
+    # Two workers, each taking whole test files (module fixtures are built once per file): much of the suite waits
+    # on subprocesses, qemu and compilers, so two files at a time fill the machine's cores better than one.
+    exec "$VENV/bin/python" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
     ;;
   "" | -h | --help)
     sed -n 2,13p "$0"
