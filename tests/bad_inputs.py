@@ -213,7 +213,7 @@ CASES = [
          lambda d, t: export_args(d, t, "--transfer", str(written(d, "t.tsv", "review\tx\ngood\t1\n"))), 2,
          "no column 'sentence'"),
     Case("route-unknown", "`--route` names no route", lambda d, t: export_args(d, t, "--route", "snip"), 2,
-         "route 'snip': choose one of ['fresh', 'prune', 'prune+lowrank']"),
+         "route 'snip': choose one of ['fresh', 'prune', 'prune+lowrank', 'scratch']"),
     Case("qat-too-many-epochs", "`--qat-epochs` larger than `--epochs`",
          lambda d, t: export_args(d, t, "--qat-epochs", "3"), 2, "--qat-epochs 3: choose 0 (off) to --epochs 1"),
     # ---- data

@@ -163,3 +163,18 @@ def test_additive_bias_student_is_trained_with_the_bias_it_is_exported_with(tiny
         exported_logits = student(*inputs).numpy()
     assert np.abs(eval_logits - exported_logits).max() <= 1e-4
     assert result.report["student_dev_accuracy"] == pytest.approx(float((eval_logits.argmax(1) == dev.labels).mean()))
+
+
+def test_scratch_route_takes_nothing_from_the_teachers_weights(tiny_teacher_dir, small_data, short_profile, tmp_path):
+    """The benchmark baseline ("labels alone"): random init, so any gain of a recipe is the teacher's doing."""
+    train, dev = small_data
+    result = distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "s",
+                     DistillSettings(epochs=1, route="scratch", kd_weight=0.0), n_layer=1, max_param_ratio=None,
+                     log=lambda *_: None)  # fmt: skip
+    assert result.report["init"]["scheme"] == "random"
+    teacher, _ = load_teacher(tiny_teacher_dir)
+    student = load_student(tmp_path / "s")
+    kept = XLNetTextEncoder.from_pretrained(tmp_path / "s").vocab_map.kept_ids
+    rows = teacher.state_dict()["transformer.word_embedding.weight"][torch.tensor(kept)]
+    assert student.word_embedding.weight.shape == rows.shape
+    assert not torch.allclose(student.word_embedding.weight, rows, atol=1e-2)

@@ -97,7 +97,8 @@ AttentionWeight = typer.Option(
 Route = typer.Option(
     "fresh", "--route",
     help="Student init: fresh (teacher embeddings, new layers when narrower), prune (the teacher's layers pruned to "
-    "the budget: heads, FFN neurons, width) or prune+lowrank (pruned wider, projections factorised to fit).",
+    "the budget: heads, FFN neurons, width), prune+lowrank (pruned wider, projections factorised to fit) or "
+    "scratch (random init: a baseline).",
 )
 QatEpochs = typer.Option(
     0, "--qat-epochs", min=0,

@@ -547,6 +547,9 @@ def distill(
     training = TrainingSet(student_encoder, pool, soft_targets, labels_all, labelled, lengths, config.seq_len)
     if settings.route == "fresh":
         student, init_record = init_from_teacher(teacher, config, vocab_map)
+    elif settings.route == "scratch":  # nothing from the teacher's weights: the baseline a recipe is measured against
+        student = XLNetStudent(config).init_like_xlnet(teacher.config.initializer_range)
+        init_record = {"vocab_rows": len(vocab_map.kept_ids), "scheme": "random", "teacher_layers": []}
     else:  # the teacher's layers at its width, pruned (and factorised) down to the budgets before training
         from toolkit.prune import pruned_config, route_target, shrink
 
@@ -630,7 +633,7 @@ def distill(
     if rank and not own_rng:  # each other process: its own dropout stream (DDP makes the weights rank 0's)
         torch.manual_seed(settings.seed + 7919 * rank)
 
-    if settings.route != "fresh":  # the pruning steps, also when they ran before a resume
+    if settings.route.startswith("prune"):  # the pruning steps, also when they ran before a resume
         init_record["pruning"] = state.get("pruning", [])
     plain_student = student  # before DDP wrapping: its helpers (mask_input) stay reachable
     qat_start = settings.epochs - settings.qat_epochs  # the first epoch (0-based) that trains quantization-aware

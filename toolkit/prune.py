@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import torch
 from toolkit.student import LowRankLinear, StudentConfig, XLNetStudent
 
-ROUTES = ("fresh", "prune", "prune+lowrank")
+ROUTES = ("fresh", "prune", "prune+lowrank", "scratch")  # scratch: random init, a baseline for benchmarks
 
 
 @dataclass
