@@ -89,3 +89,19 @@ def test_qat_student_passes_the_host_and_emulator_checks_of_full_int8(tiny_teach
     assert manifest["student"]["distill"]["settings"]["qat_epochs"] == 1
     for artifact in manifest["artifacts"]:
         assert artifact["valid"] and [c["kind"] for c in artifact["checks"]] == ["host", "emulator"]
+
+
+def test_a_failing_static_int8_artifact_points_to_qat():
+    from toolkit.manifest import ArtifactRecord
+    from toolkit.pipeline import qat_hint
+
+    def record(recipe: str) -> ArtifactRecord:
+        return ArtifactRecord(f"pte-{recipe}", f"models/pte-{recipe}.pte", "pte", recipe, "executorch", "xnnpack",
+                              "0" * 64, 1, [], [])  # fmt: skip
+
+    static = record("int8-static")
+    failed, passed = {"passed": False}, {"passed": True}
+    assert "--qat-epochs 1" in qat_hint(static, failed, DistillSettings())
+    assert qat_hint(static, passed, DistillSettings()) is None
+    assert qat_hint(static, failed, DistillSettings(qat_epochs=1)) is None  # already quantization-aware
+    assert qat_hint(record("int8-dynamic"), failed, DistillSettings()) is None  # no calibrated ranges to train for

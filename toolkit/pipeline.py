@@ -187,6 +187,14 @@ def bucket_figures(lengths, inputs, reference, candidate, labels) -> list[dict]:
 
 
 
+def qat_hint(record: ArtifactRecord, check: dict, settings: DistillSettings) -> str | None:
+    """What to do when a post-training static int8 artifact fails its host check (None otherwise)."""
+    if check["passed"] or not get_recipe(record.format, record.recipe).calibrates or settings.qat_epochs:
+        return None
+    return (f"{record.name}: post-training static int8 lost accuracy or agreement; `--qat-epochs 1` trains the "
+            "student quantization-aware in its last epoch (README, Quantization-aware training)")
+
+
 def move_into(source: Path, target: Path) -> None:
     """Rename within the bundle (one file system: atomic, so no folder ever holds a half-moved file)."""
     target.parent.mkdir(exist_ok=True)
@@ -247,6 +255,8 @@ def stage_export_and_check(spec, distilled: Distilled, bundle: Path, work: Path,
         log(f"{record.name}: {record.bytes / 1e6:.2f} MB, host accuracy {check['accuracy']:.4f} "
             f"(student {check['reference_accuracy']:.4f}), agreement {check['argmax_agreement']:.4f} -> "
             + ("PASS" if check["passed"] else "FAIL: " + "; ".join(check["failures"])))
+        if hint := qat_hint(record, check, spec.settings):
+            log(hint)
         staged = bundle / record.file
         record.file = f"{'models' if record.valid else 'rejected'}/{staged.name}"
         atomic_write_json(work / "records" / f"{record.name}.json", record.to_json())  # a file in models/ has one
