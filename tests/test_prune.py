@@ -175,3 +175,12 @@ def test_prune_route_distils_to_the_target_shape_and_resumes_exactly(tiny_teache
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="route 'snip'"):
         distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "c", DistillSettings(route="snip"), **kwargs)
+
+
+def test_a_profile_names_exactly_the_routes_distillation_knows():
+    from typing import get_args
+
+    from toolkit.profiles import StudentConstraints, load_profile, shipped_profile_paths
+
+    assert get_args(StudentConstraints.model_fields["route"].annotation) == ROUTES
+    assert all(load_profile(name).student.route in ROUTES for name in shipped_profile_paths())

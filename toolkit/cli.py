@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -95,7 +96,7 @@ AttentionWeight = typer.Option(
     help="Weight of matching mapped layers' attention distributions (head means if head counts differ); 0 = off.",
 )
 Route = typer.Option(
-    "fresh", "--route",
+    None, "--route", show_default="the profile's student.route",
     help="Student init: fresh (teacher embeddings, new layers when narrower), prune (the teacher's layers pruned to "
     "the budget: heads, FFN neurons, width), prune+lowrank (pruned wider, projections factorised to fit) or "
     "scratch (random init: a baseline).",
@@ -228,7 +229,7 @@ def distill(
     profile = _load_profile(target)
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
     settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, attention_weight=attention_weight,
-                               augment=augment, route=route, qat_epochs=qat_epochs, seed=seed,
+                               augment=augment, route=route or profile.student.route, qat_epochs=qat_epochs, seed=seed,
                                teacher_precision=teacher_precision)  # fmt: skip
     transfer_texts = _load_transfer(transfer, text_column)
     if teacher is None and not _single_process():
@@ -312,7 +313,8 @@ def _export(target, out, teacher, data, eval_, settings, transfer, emulate, over
     manifests, failures = [], []
     for profile in profiles:
         console.print(f"[bold]── {profile.name}[/] — {escape(profile.description)}", highlight=False)
-        spec = RunSpec(profile, train, dev, teacher, settings, emulate, transfer_texts)
+        profile_settings = replace(settings, route=settings.route or profile.student.route)  # --route, else the profile's
+        spec = RunSpec(profile, train, dev, teacher, profile_settings, emulate, transfer_texts)
         try:
             manifests.append(export_bundle(spec, out, overwrite=overwrite, log=console.print))
         except ExportFailed as err:

@@ -640,7 +640,9 @@ def distill(
     if settings.qat_epochs and world > 1:
         raise DistillError("quantization-aware training runs on one process; distil without torchrun/accelerate")
     qat = None
-    if settings.qat_epochs and state["epoch"] >= qat_start:  # resumed inside the quantization-aware epochs
+    # Resumed inside the quantization-aware epochs (a checkpoint of plain epochs, even one past ``qat_start``, starts
+    # them afresh: the pipeline's extra QAT epoch continues a finished distillation this way).
+    if settings.qat_epochs and state.get("qat_from_epoch"):
         from toolkit.qat import QuantAware
 
         qat = QuantAware(plain_student)
@@ -650,7 +652,8 @@ def distill(
         student, matcher, optimizer = accelerator.prepare(student, matcher, optimizer)
     else:
         student, optimizer = accelerator.prepare(student, optimizer)
-    kept_ids = torch.tensor(vocab_map.kept_ids)  # student id -> teacher id, to feed the teacher the same tokens
+    layers = None if fast_teacher is None else LayerTransfer(fast_teacher, matcher, torch.tensor(vocab_map.kept_ids),
+                                                             teacher_layers)  # fmt: skip
     progress = tqdm(
         total=total, initial=state["epoch"] * steps_per_epoch, desc="distill", unit="step",
         disable=not accelerator.is_main_process,
@@ -680,31 +683,13 @@ def distill(
                 share.extend(idx)
             else:  # a last batch smaller than the number of processes: take part in the step with a zero weight
                 idx, weight = global_idx[:1], 0.0
-            ids, mask, all_types = (t.to(accelerator.device) for t in training.encode(idx)[:3])
-            types = all_types if config.uses_pairs else None
-            outputs = student(ids, plain_student.mask_input(mask), types, output_hidden_states=True,
-                              output_attentions=settings.attention_weight > 0)
-            logits, hidden = outputs[0], outputs[1]
-            loss = kd_loss(
-                logits, soft_targets[idx].to(logits.device), labels_all[idx].to(logits.device),
-                settings.temperature, settings.kd_weight, labelled[idx].to(logits.device),
-            )
-            if fast_teacher is not None:
-                teacher_hidden, teacher_attentions = teacher_internals(
-                    fast_teacher, kept_ids.to(ids.device)[ids], mask, all_types, teacher_layers,
-                    settings.teacher_precision, settings.attention_weight > 0,
-                )
-                if matcher is not None:
-                    loss = loss + settings.hidden_weight * matcher(hidden[1:], teacher_hidden, mask)
-                if settings.attention_weight > 0:
-                    loss = loss + settings.attention_weight * attention_loss(outputs[2], teacher_attentions, mask)
-            optimizer.zero_grad()
-            accelerator.backward(loss * weight if world > 1 else loss)
-            accelerator.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
+            ids, mask, types, _ = training.encode(idx)
+            batch = (ids.to(accelerator.device), mask.to(accelerator.device), types.to(accelerator.device), idx)
+            loss = train_step(student, batch, training, settings, optimizer, scheduler, params, layers=layers,
+                              plain=plain_student, weight=weight, backward=accelerator.backward,
+                              clip=accelerator.clip_grad_norm_)  # fmt: skip
             progress.update(1)
-            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", best_dev=f"{state['best_accuracy']:.3f}",
+            progress.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", best_dev=f"{state['best_accuracy']:.3f}",
                                  refresh=False)  # drawn with the next redraw: a line per step floods piped logs
 
         plain = accelerator.unwrap_model(student)
@@ -879,12 +864,62 @@ class TrainingSet:
         return (torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask),
                 torch.from_numpy(batch.token_type_ids), idx)  # fmt: skip
 
-    def loss(self, model: XLNetStudent, batch, settings: "DistillSettings") -> torch.Tensor:
-        """The distillation loss of one encoded batch (what pruning scores importance by and recovers with)."""
+    def loss(self, model, batch, settings: "DistillSettings", layers: "LayerTransfer | None" = None,
+             plain: XLNetStudent | None = None) -> torch.Tensor:
+        """The distillation loss of one encoded batch: soft + hard labels, plus the intermediate-layer terms when
+        ``layers`` is given. The main loop, pruning's importance scores and its recovery all train on this.
+
+        ``plain``: the student itself when ``model`` is its data-parallel wrapper (which hides its attributes).
+        """
+        plain = plain or model
         ids, mask, types, idx = batch
-        logits = model(ids, model.mask_input(mask), types if model.config.uses_pairs else None)
-        return kd_loss(logits, self.soft_targets[idx], self.labels[idx], settings.temperature, settings.kd_weight,
-                       self.labelled[idx])  # fmt: skip
+        outputs = model(ids, plain.mask_input(mask), types if plain.config.uses_pairs else None,
+                        output_hidden_states=layers is not None,
+                        output_attentions=layers is not None and settings.attention_weight > 0)  # fmt: skip
+        logits = outputs if layers is None else outputs[0]
+        loss = kd_loss(logits, self.soft_targets[idx].to(logits.device), self.labels[idx].to(logits.device),
+                       settings.temperature, settings.kd_weight, self.labelled[idx].to(logits.device))  # fmt: skip
+        if layers is not None:
+            loss = loss + layers.loss(outputs, ids, mask, types, settings)
+        return loss
+
+
+@dataclass
+class LayerTransfer:
+    """Intermediate-layer transfer: the teacher's fast copy run on the student's tokens, the hidden-state matcher."""
+
+    fast_teacher: torch.nn.Module
+    matcher: "HiddenMatcher | None"
+    kept_ids: torch.Tensor  # student id -> teacher id
+    teacher_layers: list[int]  # the teacher layer each student layer mirrors
+
+    def loss(self, outputs, ids, mask, types, settings: "DistillSettings") -> torch.Tensor:
+        teacher_hidden, teacher_attentions = teacher_internals(
+            self.fast_teacher, self.kept_ids.to(ids.device)[ids], mask, types, self.teacher_layers,
+            settings.teacher_precision, settings.attention_weight > 0,
+        )
+        loss = outputs[0].new_zeros(())
+        if self.matcher is not None:
+            loss = loss + settings.hidden_weight * self.matcher(outputs[1][1:], teacher_hidden, mask)
+        if settings.attention_weight > 0:
+            loss = loss + settings.attention_weight * attention_loss(outputs[2], teacher_attentions, mask)
+        return loss
+
+
+def train_step(model, batch, training: TrainingSet, settings, optimizer, scheduler, params, *, layers=None,
+               plain=None, weight: float = 1.0, backward=None, clip=torch.nn.utils.clip_grad_norm_) -> float:
+    """One optimiser step on one batch (the main loop's and pruning recovery's); returns the loss.
+
+    ``weight``: this process's share of the global batch (1.0 on one process); ``backward``/``clip``: accelerate's
+    under data parallelism.
+    """
+    loss = training.loss(model, batch, settings, layers, plain)
+    optimizer.zero_grad()
+    (backward or torch.Tensor.backward)(loss * weight)
+    clip(params, 1.0)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
 
 
 def _recover(model, training: TrainingSet, settings, dev, teacher_dev_labels, step: int) -> dict:
@@ -895,12 +930,7 @@ def _recover(model, training: TrainingSet, settings, dev, teacher_dev_labels, st
     scheduler = warmup_linear_schedule(optimizer, len(batches), settings.warmup_ratio)
     model.train()
     for idx in tqdm(batches, desc=f"recover after pruning step {step + 1}", unit="step", leave=False):
-        loss = training.loss(model, training.encode(idx), settings)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
+        train_step(model, training.encode(idx), training, settings, optimizer, scheduler, list(model.parameters()))
     dev_logits = student_logits(model, training.encoder, dev)
     figures = {"dev_accuracy": accuracy(dev_logits, dev.labels)}
     if teacher_dev_labels is not None:

@@ -98,13 +98,46 @@ def stage_teacher(spec: RunSpec, log: Log) -> tuple[Path, bool]:
 def stage_distill(plan: Plan, spec: RunSpec, teacher_dir: Path, work: Path, log: Log) -> Path:
     """The student folder (resumes an interrupted distillation; skips a finished one)."""
     student_dir = work / "student"
-    report_path = student_dir / DISTILL_REPORT
-    if report_path.is_file() and json.loads(report_path.read_text()).get("finished"):
+    if distilled_already(student_dir):
         log(f"student already distilled in {student_dir}")
         return student_dir
     distill(teacher_dir, plan.train, plan.dev, spec.profile, student_dir, spec.settings, resume=True, log=log,
             transfer=spec.transfer)
     return student_dir
+
+
+def qat_candidates(records: list[ArtifactRecord], spec: RunSpec) -> list[str]:
+    """The post-training static int8 artifacts that failed their host check, when the profile lets the pipeline
+    retrain quantization-aware (``student.auto_qat``) and the user did not choose QAT epochs already."""
+    if spec.settings.qat_epochs or not spec.profile.student.auto_qat:
+        return []
+    return [r.name for r in records if not r.valid and get_recipe(r.format, r.recipe).calibrates]
+
+
+def stage_qat(plan: Plan, spec: RunSpec, teacher_dir: Path, work: Path, log: Log) -> Path:
+    """The distilled student trained one more epoch quantization-aware, from where its distillation ended (its
+    checkpoint), in ``work/student-qat``: the student every artifact is then exported from (resumes; skips a
+    finished one)."""
+    from toolkit.distill import CHECKPOINT
+
+    student_dir = work / "student-qat"
+    if distilled_already(student_dir):
+        log(f"quantization-aware student already trained in {student_dir}")
+        return student_dir
+    student_dir.mkdir(exist_ok=True)
+    if not (student_dir / CHECKPOINT).is_file():
+        tmp = student_dir / (CHECKPOINT + ".partial")
+        shutil.copy2(work / "student" / CHECKPOINT, tmp)
+        os.replace(tmp, student_dir / CHECKPOINT)
+    settings = replace(spec.settings, epochs=spec.settings.epochs + 1, qat_epochs=1)
+    distill(teacher_dir, plan.train, plan.dev, spec.profile, student_dir, settings, resume=True, log=log,
+            transfer=spec.transfer)
+    return student_dir
+
+
+def distilled_already(student_dir: Path) -> bool:
+    report_path = student_dir / DISTILL_REPORT
+    return report_path.is_file() and bool(json.loads(report_path.read_text()).get("finished"))
 
 
 @dataclass
@@ -187,9 +220,10 @@ def bucket_figures(lengths, inputs, reference, candidate, labels) -> list[dict]:
 
 
 
-def qat_hint(record: ArtifactRecord, check: dict, settings: DistillSettings) -> str | None:
-    """What to do when a post-training static int8 artifact fails its host check (None otherwise)."""
-    if check["passed"] or not get_recipe(record.format, record.recipe).calibrates or settings.qat_epochs:
+def qat_hint(record: ArtifactRecord, check: dict, settings: DistillSettings, auto_qat: bool = False) -> str | None:
+    """What to do when a post-training static int8 artifact fails its host check (None otherwise, or when the
+    pipeline retrains quantization-aware by itself)."""
+    if check["passed"] or not get_recipe(record.format, record.recipe).calibrates or settings.qat_epochs or auto_qat:
         return None
     return (f"{record.name}: post-training static int8 lost accuracy or agreement; `--qat-epochs 1` trains the "
             "student quantization-aware in its last epoch (README, Quantization-aware training)")
@@ -255,7 +289,7 @@ def stage_export_and_check(spec, distilled: Distilled, bundle: Path, work: Path,
         log(f"{record.name}: {record.bytes / 1e6:.2f} MB, host accuracy {check['accuracy']:.4f} "
             f"(student {check['reference_accuracy']:.4f}), agreement {check['argmax_agreement']:.4f} -> "
             + ("PASS" if check["passed"] else "FAIL: " + "; ".join(check["failures"])))
-        if hint := qat_hint(record, check, spec.settings):
+        if hint := qat_hint(record, check, spec.settings, spec.profile.student.auto_qat):
             log(hint)
         staged = bundle / record.file
         record.file = f"{'models' if record.valid else 'rejected'}/{staged.name}"
@@ -396,7 +430,7 @@ def student_entry(config: StudentConfig, distilled: dict) -> dict:
         "dev_accuracy": distilled["student_dev_accuracy"],
         "retention": distilled["retention"],
         "distill": {k: distilled[k] for k in ("history", "vocab", "wall_seconds", "init", "predicted", "settings")}
-        | {k: distilled[k] for k in ("agreement", "training_examples") if k in distilled}
+        | {k: distilled[k] for k in ("agreement", "training_examples", "epochs_run", "qat_from_epoch") if k in distilled}
         | ({"sizing": distilled["sizing"]} if "sizing" in distilled else {}),  # how choose_shape sized it
     }
 
@@ -654,13 +688,32 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
 
     timed(3, names[2])
     timings = {"export": 0.0, "host_checks": 0.0}
-    distilled = Distilled.load(student_dir, staged.dev, work)
-    records = stage_export_and_check(staged, distilled, bundle, work, log, timings)
+    round_work = work
+    if not distilled_already(work / "student-qat"):
+        distilled = Distilled.load(student_dir, staged.dev, work)
+        records = stage_export_and_check(staged, distilled, bundle, work, log, timings)
+        failed = qat_candidates(records, staged)
+    if distilled_already(work / "student-qat") or failed:
+        # Post-training static int8 lost too much: one quantization-aware epoch, then every artifact again from
+        # that student (the bundle holds one student); the first round's files leave the bundle.
+        started = time.time()
+        if not distilled_already(work / "student-qat"):
+            log(f"{', '.join(failed)}: post-training int8 lost accuracy or agreement beyond the profile's "
+                "tolerances; training the student one more epoch quantization-aware (profile: student.auto_qat)")
+            for record in records:
+                (bundle / record.file).unlink(missing_ok=True)
+        student_dir = stage_qat(plan, spec, teacher_dir, work, log)
+        release_memory()
+        stages["qat"] = {"seconds": round(time.time() - started, 1)}
+        round_work = work / "qat"  # this round's records, reference logits and emulator results
+        round_work.mkdir(exist_ok=True)
+        distilled = Distilled.load(student_dir, staged.dev, round_work)
+        records = stage_export_and_check(staged, distilled, bundle, round_work, log, timings)
     stages.update({name: {"seconds": round(seconds, 1)} for name, seconds in timings.items()})
 
     started = timed(4, names[3])
     if spec.emulate:
-        stage_emulate(staged, records, distilled, bundle, work, log)
+        stage_emulate(staged, records, distilled, bundle, round_work, log)
     stages["emulator"] = {"seconds": round(time.time() - started, 1), "skipped": not spec.emulate}
 
     started = timed(5, names[4])

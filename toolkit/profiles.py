@@ -114,6 +114,17 @@ class StudentConstraints(Strict):
         description="attention_mask: 0/1 ids-style mask, the bias is built in-graph. additive_bias: the app passes "
         "the float bias, so the graph carries no bool/int mask ops (NNAPI).",
     )
+    route: Literal["fresh", "prune", "prune+lowrank", "scratch"] = Field(
+        default="fresh",
+        description="How the student starts (--route overrides): fresh (teacher embeddings, new layers when narrower), "
+        "prune (the teacher's layers pruned to the budgets), prune+lowrank, scratch (random init). BENCHMARKS.md, "
+        "'Distillation recipes and routes', compares them.",
+    )
+    auto_qat: bool = Field(
+        default=True,
+        description="When a post-training static int8 artifact fails its host check, train the student one more "
+        "epoch quantization-aware and export every artifact from it (off when --qat-epochs is given).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "StudentConstraints":
