@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.prune import estimate_importance, factorise, prune_student, steps_between, top
+from toolkit.prune import ROUTES, estimate_importance, factorise, prune_student, steps_between, top
 from toolkit.student import LowRankLinear, StudentConfig, XLNetStudent
 
 
