@@ -39,6 +39,14 @@ def test_fake_quantization_trains_the_same_parameters_and_snapshots_on_the_grid(
         fake = model(ids, mask)
         plain = tiny()(ids, mask)
     assert 0 < (fake - plain).abs().max() < 0.5  # quantization noise, not another function
+    seen = {}
+    norm = next(m for m in model.modules() if isinstance(m, torch.nn.LayerNorm))
+    norm.register_forward_hook(lambda _m, _a, out: seen.update(norm=out))  # runs after QuantAware's own hook
+    model.layers[0].ff.activation.register_forward_hook(lambda _m, _a, out: seen.update(act=out))
+    with torch.no_grad():
+        model(ids, mask)
+    for name, out in seen.items():  # full-int8 rounds these tensors too: at most 256 levels each
+        assert out.unique().numel() <= 256, name
     snapshot = qat.snapshot()
     assert set(snapshot.state_dict()) == set(weights)
     assert on_per_channel_grid(snapshot.layers[1].ff.layer_1.weight.detach())

@@ -7,6 +7,10 @@ agreement with its fp32 self (BENCHMARKS.md "Static int8"). During the last ``qa
 average min/max observer) and fake-quantized weights (per-channel symmetric int8), with straight-through gradients
 (``torch.ao.quantization.FakeQuantize``). The saved student has its weights on that grid; the exporters then quantize
 it exactly as before (calibrating activation ranges on training texts), so no exporter changes.
+
+LiteRT ``full-int8`` also rounds every other activation tensor to int8: the residual sums going into each
+normalisation, the normalised outputs, and the FFN activation's input and output. Those tensors are fake-quantized
+too (``BETWEEN``), so the student also learns to live with the rounding of the tensors a linear layer does not see.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ class _WeightGrid(nn.Module):
         return self.fake_quant(weight)
 
 
+def _between_modules() -> tuple[type, ...]:
+    """Modules whose input and output tensors full-integer int8 rounds besides the linears' inputs."""
+    from toolkit.student import CentredL2Norm
+
+    return (nn.LayerNorm, CentredL2Norm, nn.GELU, nn.ReLU)
+
+
 class QuantAware:
     """Fake quantization attached to every ``nn.Linear`` of ``model`` (in place) until :meth:`detach`.
 
@@ -55,10 +66,20 @@ class QuantAware:
             self.inputs[key] = activation_fake_quant()
             self._handles.append(linear.register_forward_pre_hook(self._input_hook(self.inputs[key])))
             parametrize.register_parametrization(linear, "weight", _WeightGrid(), unsafe=True)
+        for name, module in model.named_modules():
+            if isinstance(module, _between_modules()):
+                key = name.replace(".", "/")
+                self.inputs[f"{key}/in"], self.inputs[f"{key}/out"] = activation_fake_quant(), activation_fake_quant()
+                self._handles.append(module.register_forward_pre_hook(self._input_hook(self.inputs[f"{key}/in"])))
+                self._handles.append(module.register_forward_hook(self._output_hook(self.inputs[f"{key}/out"])))
 
     @staticmethod
     def _input_hook(fake_quant: FakeQuantize):
         return lambda _module, args: (fake_quant(args[0]),) + tuple(args[1:])
+
+    @staticmethod
+    def _output_hook(fake_quant: FakeQuantize):
+        return lambda _module, _args, output: fake_quant(output)
 
     def observe(self, enabled: bool) -> None:
         """Input-range observers on (training) or off (evaluation: the ranges learned so far, as a device would use
