@@ -133,7 +133,7 @@ def int8_figures(student_dir: Path, train: LabelledData, dev: LabelledData, teac
         path.parent.mkdir(exist_ok=True)
         record = export_artifact(student, artifact, path, calibration, path.parent, profile.lengths).to_json()
         candidate = run_on_host(record, path, inputs)
-        check = gate_against_student(compare_logits(artifact.name, reference, candidate, labels), profile.tolerances,
+        check = gate_against_student(compare_logits(artifact.name, reference, candidate, labels), profile.validation.tolerances,
                                      get_recipe(artifact.format, artifact.recipe).exact)  # fmt: skip
         out[artifact.name] = {"accuracy": check.accuracy,
                               "agreement": float((candidate.argmax(1) == teacher_labels).mean()),

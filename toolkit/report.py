@@ -782,7 +782,7 @@ Student ops: {{ student.config.activation }}, {{ student.config.normalisation }}
 the kept tokens cover {{ pct(vocab.train_token_coverage) }} of train tokens and {{ pct(vocab.dev_token_coverage) }} of dev tokens{% endif %}.
 {% if student.distill.init is defined %}{% set init = student.distill.init %}Initialisation: {{ init.get('scheme', '?') }}{% if init.get('teacher_layers') %} from teacher layers {{ init.teacher_layers|join(', ') }}{% endif %}. {% endif %}
 {% if student.distill.wall_seconds is defined %}Distillation took {{ '%.0f'|format(student.distill.wall_seconds) }} s.{% endif %}
-{% if student.distill.qat_from_epoch %}Quantization-aware from epoch {{ student.distill.qat_from_epoch }}{% if m.stages.qat is defined %} (added by the pipeline: post-training static int8 missed the profile's tolerances){% endif %}: every artifact comes from the student on the int8 grid.{% endif %}</p>
+{% if student.distill.get("qat_from_epoch") %}Quantization-aware from epoch {{ student.distill.qat_from_epoch }}{% if m.stages.qat is defined %} (added by the pipeline: post-training static int8 missed the profile's tolerances){% endif %}: every artifact comes from the student on the int8 grid.{% endif %}</p>
 <p>Data: train <code>{{ m.data.train.path }}</code> ({{ '{:,}'.format(m.data.train.examples) }} examples), eval <code>{{ m.data.eval.path }}</code> ({{ '{:,}'.format(m.data.eval.examples) }}); labels {{ m.labels|join(', ') }}.</p>
 </div>
 <div>{% if 'history' in plots %}{% set p = plots['history'] %}<figure><img alt="{{ p.title }}" src="{{ p.data_uri }}"><figcaption>{{ p.caption }}</figcaption></figure>{% endif %}</div>
