@@ -43,6 +43,8 @@ def test_fake_quantization_trains_the_same_parameters_and_snapshots_on_the_grid(
     norm = next(m for m in model.modules() if isinstance(m, torch.nn.LayerNorm))
     norm.register_forward_hook(lambda _m, _a, out: seen.update(norm=out))  # runs after QuantAware's own hook
     model.layers[0].ff.activation.register_forward_hook(lambda _m, _a, out: seen.update(act=out))
+    model.layers[0].attn.probs.register_forward_hook(lambda _m, _a, out: seen.update(probs=out))
+    model.layers[0].attn.k.register_forward_hook(lambda _m, _a, out: seen.update(keys=out))
     with torch.no_grad():
         model(ids, mask)
     for name, out in seen.items():  # full-int8 rounds these tensors too: at most 256 levels each

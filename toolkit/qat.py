@@ -9,8 +9,10 @@ average min/max observer) and fake-quantized weights (per-channel symmetric int8
 it exactly as before (calibrating activation ranges on training texts), so no exporter changes.
 
 LiteRT ``full-int8`` also rounds every other activation tensor to int8: the residual sums going into each
-normalisation, the normalised outputs, and the FFN activation's input and output. Those tensors are fake-quantized
-too (``BETWEEN``), so the student also learns to live with the rounding of the tensors a linear layer does not see.
+normalisation, the normalised outputs, the FFN activation's input and output, and the operands of the attention's
+activation-times-activation products (queries, keys, values, position keys, the attention distribution). Those
+tensors are fake-quantized too (:func:`_rounded_tensors`): on an SST-2 student, keeping the attention products
+(BATCH_MATMUL) in float alone took full-int8 agreement with fp32 from 98.6 % to 99.7 %.
 """
 
 from __future__ import annotations
@@ -43,11 +45,19 @@ class _WeightGrid(nn.Module):
         return self.fake_quant(weight)
 
 
-def _between_modules() -> tuple[type, ...]:
-    """Modules whose input and output tensors full-integer int8 rounds besides the linears' inputs."""
-    from toolkit.student import CentredL2Norm
+def _rounded_tensors(model: nn.Module) -> list[tuple[str, nn.Module, bool]]:
+    """(name, module, whether its input too) of every module output full-integer int8 rounds besides the linears'
+    inputs: norms and the FFN activation (input and output), the attention's q/k/v/r projections and its
+    distribution (output: the operands of the attention products)."""
+    from toolkit.student import CentredL2Norm, RelativeAttention
 
-    return (nn.LayerNorm, CentredL2Norm, nn.GELU, nn.ReLU)
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.LayerNorm, CentredL2Norm, nn.GELU, nn.ReLU)):
+            found.append((name, module, True))
+        elif isinstance(module, RelativeAttention):
+            found += [(f"{name}.{part}", getattr(module, part), False) for part in ("q", "k", "v", "r", "probs")]
+    return found
 
 
 class QuantAware:
@@ -66,12 +76,13 @@ class QuantAware:
             self.inputs[key] = activation_fake_quant()
             self._handles.append(linear.register_forward_pre_hook(self._input_hook(self.inputs[key])))
             parametrize.register_parametrization(linear, "weight", _WeightGrid(), unsafe=True)
-        for name, module in model.named_modules():
-            if isinstance(module, _between_modules()):
-                key = name.replace(".", "/")
-                self.inputs[f"{key}/in"], self.inputs[f"{key}/out"] = activation_fake_quant(), activation_fake_quant()
+        for name, module, rounds_input in _rounded_tensors(model):
+            key = name.replace(".", "/")
+            if rounds_input:
+                self.inputs[f"{key}/in"] = activation_fake_quant()
                 self._handles.append(module.register_forward_pre_hook(self._input_hook(self.inputs[f"{key}/in"])))
-                self._handles.append(module.register_forward_hook(self._output_hook(self.inputs[f"{key}/out"])))
+            self.inputs[f"{key}/out"] = activation_fake_quant()
+            self._handles.append(module.register_forward_hook(self._output_hook(self.inputs[f"{key}/out"])))
 
     @staticmethod
     def _input_hook(fake_quant: FakeQuantize):

@@ -207,6 +207,9 @@ class RelativeAttention(nn.Module):
         self.layer_norm = make_norm(config)
         self.dropout = nn.Dropout(config.dropout)
         self.scale = 1.0 / math.sqrt(config.d_head)
+        # The attention distribution as a module's output (a no-op): quantization-aware training rounds it to int8
+        # here, as LiteRT full-int8 does before the probabilities-times-values product.
+        self.probs = nn.Identity()
         # Export switches, batch 1 only (what the exporters trace); training keeps the batched form.
         # per_head_linear: one FULLY_CONNECTED per head and term instead of BATCH_MATMUL (NNAPI takes no BMM).
         # bmm_3d: every product one 3-D bmm over the heads; torch.matmul on 4-D tensors lowers to expand_copy +
@@ -258,7 +261,7 @@ class RelativeAttention(nn.Module):
         segment = same + segment_diff * (other - same)
 
         scores = (content + position + segment) * self.scale + mask_bias
-        distribution = torch.softmax(scores, dim=-1)
+        distribution = self.probs(torch.softmax(scores, dim=-1))
         context = self._matmul(self.dropout(distribution), v).transpose(1, 2).reshape(h.shape[0], length, -1)
         out = self.layer_norm(self.dropout(self.o(context)) + h)
         return (out, distribution) if need_probs else out
@@ -291,7 +294,7 @@ class RelativeAttention(nn.Module):
             seg_scores = F.linear(q_i + self.r_s_bias[i], self.seg_embed[:, i, :])  # [L, 2]
             same, other = seg_scores[:, 0:1], seg_scores[:, 1:2]
             scores = (content + position + same + seg_diff * (other - same)) * self.scale + bias
-            contexts.append(F.linear(torch.softmax(scores, dim=-1), v_t[cols]))  # [L, dh]
+            contexts.append(F.linear(self.probs(torch.softmax(scores, dim=-1)), v_t[cols]))  # [L, dh]
         context = torch.cat(contexts, dim=-1)[None]
         return self.layer_norm(self.o(context) + h)
 
