@@ -220,7 +220,9 @@ def render(results: list[dict], args) -> str:
         "by its own runtime on the whole dev set. Retention = int8 accuracy / teacher accuracy; agreement = share of",
         "dev texts with the teacher's argmax (fp32 student / int8 artifact). Predicted ms: the toolkit's cost model;",
         "emulated ms: the best int8 artifact on the profile's emulated Cortex-A76 (qemu instruction trace + cycle",
-        "model, one inference at length 64, as the pipeline's validation estimates it).", "",
+        "model, one inference at length 64, as the pipeline's validation estimates it). Wall s: the invocation that",
+        "finished the run (a run resumed after an interruption counts only the resumed part: sst2 0.25 today's",
+        "distillation ran in an earlier invocation that stopped at its int8 step).", "",
         "| task | size cap | student | recipe | examples (labelled + variants + transfer) | teacher acc | fp32 acc | "
         "best int8 acc | retention | agreement fp32 / int8 | int8 MB | predicted ms | emulated ms | wall s |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
