@@ -688,16 +688,17 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
 
     timed(3, names[2])
     timings = {"export": 0.0, "host_checks": 0.0}
-    round_work = work
-    if not distilled_already(work / "student-qat"):
+    round_work, failed = work, []
+    qat_done = distilled_already(work / "student-qat")  # a run resumed after the QAT retry skips the first round
+    if not qat_done:
         distilled = Distilled.load(student_dir, staged.dev, work)
         records = stage_export_and_check(staged, distilled, bundle, work, log, timings)
         failed = qat_candidates(records, staged)
-    if distilled_already(work / "student-qat") or failed:
+    if qat_done or failed:
         # Post-training static int8 lost too much: one quantization-aware epoch, then every artifact again from
         # that student (the bundle holds one student); the first round's files leave the bundle.
         started = time.time()
-        if not distilled_already(work / "student-qat"):
+        if failed:
             log(f"{', '.join(failed)}: post-training int8 lost accuracy or agreement beyond the profile's "
                 "tolerances; training the student one more epoch quantization-aware (profile: student.auto_qat)")
             for record in records:
