@@ -214,8 +214,6 @@ CASES = [
          "no column 'sentence'"),
     Case("route-unknown", "`--route` names no route", lambda d, t: export_args(d, t, "--route", "snip"), 2,
          "route 'snip': choose one of ['fresh', 'prune', 'prune+lowrank', 'scratch']"),
-    Case("qat-too-many-epochs", "`--qat-epochs` larger than `--epochs`",
-         lambda d, t: export_args(d, t, "--qat-epochs", "3"), 2, "--qat-epochs 3: choose 0 (off) to --epochs 1"),
     # ---- data
     Case("data-missing", "`--data` file does not exist",
          lambda d, t: export_args(d, t, data=d / "nope.tsv"), 2, "no such data file"),

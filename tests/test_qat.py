@@ -1,5 +1,6 @@
 """Quantization-aware training on tiny students: fake quantization, the int8 grid, resume, and the full-int8 export."""
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -56,23 +57,39 @@ def test_fake_quantization_trains_the_same_parameters_and_snapshots_on_the_grid(
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 
 
-def test_qat_epochs_keep_a_student_on_the_grid_and_resume_exactly(tiny_teacher_dir, small_data, short_profile,
-                                                                  tmp_path, monkeypatch):  # fmt: skip
+def test_qat_epochs_follow_distillation_reproduce_the_float_student_and_resume_exactly(
+    tiny_teacher_dir, small_data, short_profile, tmp_path, monkeypatch
+):
+    from toolkit.distill import CHECKPOINT, QAT_REFERENCE, student_logits
+    from toolkit.tokenizer import XLNetTextEncoder
+
     monkeypatch.setenv("XLNET_EDGE_CACHE", str(tmp_path / "cache"))
     train, dev = small_data
-    settings = DistillSettings(epochs=3, batch_size=32, patience=5, qat_epochs=2)
+    settings = DistillSettings(epochs=2, batch_size=32, patience=5, qat_epochs=2)
     kwargs = dict(n_layer=1, d_model=16, max_param_ratio=None, log=lambda *_: None)
     straight = distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "a", settings, **kwargs)
-    assert straight.report["qat_from_epoch"] == 2 and straight.report["student_best_epoch"] >= 2
+    assert straight.report["qat_from_epoch"] == 3 and straight.report["epochs_run"] == 4  # 2 distilled + 2 QAT
+    assert straight.report["student_best_epoch"] >= 3 and 0 <= straight.report["agreement_with_float"] <= 1
+    assert all("agreement_with_float" in h for h in straight.report["history"][2:])
     student = load_student(tmp_path / "a")
     assert on_per_channel_grid(student.layers[0].attn.o.weight.detach())
+    # Stopped after distillation, then after the first QAT epoch, then finished: the same history and student.
     distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "b", settings, stop_after_epochs=2, **kwargs)
+    saved = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)
+    float_student = XLNetStudent(StudentConfig(**saved["config"]))
+    float_student.load_state_dict(saved["student"])
+    encoder = XLNetTextEncoder.from_pretrained(tmp_path / "a")
+    distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "b", settings, stop_after_epochs=3, resume=True,
+            **kwargs)  # fmt: skip
+    # The QAT target: the float student's own logits as distillation left it (cached for the resumed epochs).
+    reference = torch.load(tmp_path / "b" / QAT_REFERENCE, weights_only=True)
+    assert np.allclose(reference["dev"].numpy(), student_logits(float_student, encoder, dev), atol=1e-5)
     resumed = distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "b", settings, resume=True, **kwargs)
     assert resumed.report["history"] == straight.report["history"]
     a, b = load_student(tmp_path / "a").state_dict(), load_student(tmp_path / "b").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match="qat epochs 4"):
-        distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "c", DistillSettings(epochs=3, qat_epochs=4),
+    with pytest.raises(ValueError, match="qat epochs -1"):
+        distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "c", DistillSettings(epochs=3, qat_epochs=-1),
                 **kwargs)  # fmt: skip
 
 

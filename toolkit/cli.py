@@ -103,7 +103,8 @@ Route = typer.Option(
 )
 QatEpochs = typer.Option(
     0, "--qat-epochs", min=0,
-    help="Train the last N distillation epochs quantization-aware (fake int8), for the full-integer int8 artifacts.",
+    help="After distillation, N more epochs quantization-aware (fake int8) that teach the student to reproduce its "
+    "float self, for the full-integer int8 artifacts.",
 )
 TeacherPrecision = typer.Option(
     "auto", "--teacher-precision",

@@ -53,6 +53,9 @@ REPORT = "distill_report.json"
 # profile/artifact combination without an emulator-fitted model.
 GFLOPS_PER_GHZ = 4.0
 MAX_PARAM_RATIO = 0.25  # the largest student, as a share of the teacher's parameters (preflight sizes it the same)
+# Quantization-aware epochs: the float student's own logits (train pool and dev) at their start, what they reproduce.
+QAT_REFERENCE = "qat-reference-logits.pt"
+QAT_LR_SCALE = 0.1  # their learning rate: this share of --learning-rate, decaying linearly to 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,7 +321,7 @@ class DistillSettings:
     augment: int = 0  # teacher-labelled variants per training text (toolkit/augment.py); 0 = off
     route: str = "fresh"  # fresh | prune | prune+lowrank (toolkit/prune.py)
     prune_steps: int = 3  # pruning steps, each followed by half an epoch of distillation
-    qat_epochs: int = 0  # the last N epochs train with fake-quantized linears (toolkit/qat.py); 0 = off
+    qat_epochs: int = 0  # N more epochs after ``epochs``, quantization-aware (toolkit/qat.py); 0 = off
     patience: int = 2  # early stopping: epochs without dev improvement
     seed: int = 0
     vocab_min_count: int = 1  # trimming: keep tokens seen at least this often in the training texts
@@ -461,8 +464,8 @@ def distill(
 
     if settings.route not in ROUTES:
         raise DistillError(f"route '{settings.route}': choose one of {list(ROUTES)}")
-    if not 0 <= settings.qat_epochs <= settings.epochs:
-        raise DistillError(f"qat epochs {settings.qat_epochs}: choose 0 (off) to {settings.epochs} (every epoch)")
+    if settings.qat_epochs < 0:
+        raise DistillError(f"qat epochs {settings.qat_epochs}: choose 0 (off) or more")
     teacher, encoder = load_teacher(teacher_dir)
     # The data's labels as the teacher's output indices (one rule, see toolkit/labels.py); preflight made the
     # same match before any slow stage, so a mismatch never gets this far in `toolkit export`.
@@ -604,7 +607,7 @@ def distill(
     # single-process one up to float summation order and dropout masks, with the same schedule for any N.
     world, rank = accelerator.num_processes, accelerator.process_index
     steps_per_epoch = math.ceil(len(pool) / settings.batch_size)  # = len(bucketed_batches(...)) for any seed
-    total = steps_per_epoch * settings.epochs
+    total = steps_per_epoch * settings.epochs  # the distillation's schedule; quantization-aware epochs get their own
     scheduler = warmup_linear_schedule(optimizer, total, settings.warmup_ratio)
     teacher_layers = spread_layers(teacher_config.n_layer, config.n_layer)
 
@@ -636,18 +639,24 @@ def distill(
     if settings.route.startswith("prune"):  # the pruning steps, also when they ran before a resume
         init_record["pruning"] = state.get("pruning", [])
     plain_student = student  # before DDP wrapping: its helpers (mask_input) stay reachable
-    qat_start = settings.epochs - settings.qat_epochs  # the first epoch (0-based) that trains quantization-aware
+    qat_start = settings.epochs  # the first epoch (0-based) that trains quantization-aware
     if settings.qat_epochs and world > 1:
         raise DistillError("quantization-aware training runs on one process; distil without torchrun/accelerate")
     qat = None
-    # Resumed inside the quantization-aware epochs (a checkpoint of plain epochs, even one past ``qat_start``, starts
-    # them afresh: the pipeline's extra QAT epoch continues a finished distillation this way).
+    qat_settings = replace(settings, kd_weight=1.0)  # QAT reproduces the float student: its logits, no hard labels
+    reference_dev = None
+    # Resumed inside the quantization-aware epochs (a checkpoint of plain epochs starts them afresh: the pipeline's
+    # extra QAT epoch continues a finished distillation this way).
     if settings.qat_epochs and state.get("qat_from_epoch"):
         from toolkit.qat import QuantAware
 
+        reference_train, reference_dev = float_reference(plain_student, training, dev, out_dir, log)
+        training = replace(training, soft_targets=reference_train)
         qat = QuantAware(plain_student)
         if qat_state is not None:
             qat.load_state_dict(qat_state)
+        scheduler = quant_aware_schedule(optimizer, steps_per_epoch * settings.qat_epochs)
+        scheduler.load_state_dict(saved["scheduler"])
     if matcher is not None:  # its gradients are averaged over the processes too
         student, matcher, optimizer = accelerator.prepare(student, matcher, optimizer)
     else:
@@ -655,10 +664,11 @@ def distill(
     layers = None if fast_teacher is None else LayerTransfer(fast_teacher, matcher, torch.tensor(vocab_map.kept_ids),
                                                              teacher_layers)  # fmt: skip
     progress = tqdm(
-        total=total, initial=state["epoch"] * steps_per_epoch, desc="distill", unit="step",
+        total=total + steps_per_epoch * settings.qat_epochs, initial=state["epoch"] * steps_per_epoch,
+        desc="distill", unit="step",
         disable=not accelerator.is_main_process,
     )
-    for epoch in range(state["epoch"], settings.epochs):
+    for epoch in range(state["epoch"], settings.epochs + settings.qat_epochs):
         if state["stale"] >= settings.patience and epoch < qat_start:
             if not settings.qat_epochs:
                 log(f"early stop: no dev improvement for {settings.patience} epochs")
@@ -667,9 +677,12 @@ def distill(
         if epoch >= qat_start and qat is None:
             from toolkit.qat import QuantAware
 
-            log(f"quantization-aware training from epoch {epoch + 1}: fake-quantized int8 linears (inputs per "
-                "tensor, weights per channel); the best quantization-aware epoch is kept")  # fmt: skip
+            log(f"quantization-aware training from epoch {epoch + 1}: fake-quantized int8 tensors, learning the float "
+                "student's own logits; the best quantization-aware epoch is kept")  # fmt: skip
+            reference_train, reference_dev = float_reference(plain_student, training, dev, out_dir, log)
+            training = replace(training, soft_targets=reference_train)
             qat = QuantAware(plain_student)
+            scheduler = quant_aware_schedule(optimizer, steps_per_epoch * settings.qat_epochs)
             state.update(best_accuracy=-1.0, stale=0, qat_from_epoch=epoch + 1)
         if qat is not None:
             qat.observe(True)
@@ -685,8 +698,8 @@ def distill(
                 idx, weight = global_idx[:1], 0.0
             ids, mask, types, _ = training.encode(idx)
             batch = (ids.to(accelerator.device), mask.to(accelerator.device), types.to(accelerator.device), idx)
-            loss = train_step(student, batch, training, settings, optimizer, scheduler, params, layers=layers,
-                              plain=plain_student, weight=weight, backward=accelerator.backward,
+            loss = train_step(student, batch, training, settings if qat is None else qat_settings, optimizer,
+                              scheduler, params, layers=layers if qat is None else None, plain=plain_student, weight=weight, backward=accelerator.backward,
                               clip=accelerator.clip_grad_norm_)  # fmt: skip
             progress.update(1)
             progress.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", best_dev=f"{state['best_accuracy']:.3f}",
@@ -694,20 +707,24 @@ def distill(
 
         plain = accelerator.unwrap_model(student)
         # The main process evaluates and every process takes its result: the same early-stopping decision.
-        dev_accuracy, agreement = None, None
+        dev_accuracy, agreement, with_float = None, None, None
         if qat is not None:
             qat.observe(False)  # evaluated with the ranges learned so far, as the int8 model will run
         if accelerator.is_main_process:
             dev_logits = student_logits(plain, student_encoder, dev)
             dev_accuracy = accuracy(dev_logits, dev.labels)
             agreement = float((dev_logits.argmax(-1) == teacher_dev_labels).mean())
+            if reference_dev is not None:  # QAT: the int8-simulated student against its float self
+                with_float = float((dev_logits.argmax(-1) == reference_dev.argmax(-1)).mean())
         dev_accuracy, agreement = _from_main(accelerator, (dev_accuracy, agreement))
         ranks = _rank_shares(accelerator, share, len(pool))
         state["history"].append({"epoch": epoch + 1, "dev_accuracy": dev_accuracy, "agreement": agreement,
-                                 "ranks": ranks})  # fmt: skip
+                                 "ranks": ranks} | ({} if with_float is None else {"agreement_with_float": with_float}))
+
         state["epoch"] = epoch + 1
         if dev_accuracy > state["best_accuracy"]:
-            state.update(best_accuracy=dev_accuracy, best_epoch=epoch + 1, best_agreement=agreement, stale=0)
+            state.update(best_accuracy=dev_accuracy, best_epoch=epoch + 1, best_agreement=agreement, stale=0,
+                         best_agreement_with_float=with_float)
             if accelerator.is_main_process:
                 save_student(plain if qat is None else qat.snapshot(), out_dir)  # QAT: the weights on the int8 grid
                 student_encoder.save_pretrained(out_dir)
@@ -744,6 +761,8 @@ def distill(
         "student_best_epoch": state["best_epoch"],
         # The first quantization-aware epoch (the kept student is from one of those), or None without QAT.
         "qat_from_epoch": state.get("qat_from_epoch"),
+        # QAT: dev argmax agreement of the kept int8-simulated student with the float student it started from.
+        "agreement_with_float": state.get("best_agreement_with_float"),
         "training_examples": {
             "labelled": len(train),
             "augmented": sum(len(d) for d in unlabelled_sets if d.source != "transfer text"),
@@ -767,7 +786,8 @@ def distill(
         "history": state["history"],
         "epochs_run": state["epoch"],
         "wall_seconds": round(time.time() - started, 1),
-        "finished": state["epoch"] >= settings.epochs or state["stale"] >= settings.patience,
+        "finished": state["epoch"] >= settings.epochs + settings.qat_epochs
+        or (state["stale"] >= settings.patience and not settings.qat_epochs),
         "data_parallel": {
             "processes": world,
             "distributed_type": str(accelerator.distributed_type).split(".")[-1],
@@ -781,6 +801,28 @@ def distill(
         atomic_write_json(out_dir / REPORT, report)
     accelerator.wait_for_everyone()  # every process returns once the student and the report are on disk
     return DistillResult(out_dir, report)
+
+
+def float_reference(student: XLNetStudent, training: "TrainingSet", dev: LabelledData, out_dir: Path, log):
+    """The float student's logits on the training pool and on dev, as quantization-aware training begins: the
+    target those epochs train the int8-simulated student to reproduce (self-distillation; the teacher already
+    shaped the float student). Cached in ``out_dir`` so a run resumed inside the QAT epochs keeps the same target."""
+    path = out_dir / QAT_REFERENCE
+    if path.is_file():
+        saved = torch.load(path, weights_only=True)
+        return saved["train"], saved["dev"].numpy()
+    log(f"float student's logits on {len(training.data):,} training texts: the quantization-aware epochs' target")
+    train_logits = torch.from_numpy(student_logits(student, training.encoder, training.data))
+    dev_logits = torch.from_numpy(student_logits(student, training.encoder, dev))
+    with atomic_path(path) as tmp:
+        torch.save({"train": train_logits, "dev": dev_logits}, tmp)
+    return train_logits, dev_logits.numpy()
+
+
+def quant_aware_schedule(optimizer, steps: int):
+    """The quantization-aware epochs' learning rate: ``QAT_LR_SCALE`` of the optimizer's initial rate, decaying
+    linearly to 0 (a fine-tuning of a trained student, no warm-up)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: QAT_LR_SCALE * max(0.0, 1 - step / max(1, steps)))
 
 
 def release_memory() -> None:

@@ -129,7 +129,7 @@ def stage_qat(plan: Plan, spec: RunSpec, teacher_dir: Path, work: Path, log: Log
         tmp = student_dir / (CHECKPOINT + ".partial")
         shutil.copy2(work / "student" / CHECKPOINT, tmp)
         os.replace(tmp, student_dir / CHECKPOINT)
-    settings = replace(spec.settings, epochs=spec.settings.epochs + 1, qat_epochs=1)
+    settings = replace(spec.settings, qat_epochs=1)
     distill(teacher_dir, plan.train, plan.dev, spec.profile, student_dir, settings, resume=True, log=log,
             transfer=spec.transfer)
     return student_dir
@@ -616,9 +616,6 @@ def preflight(spec: RunSpec) -> Plan:
 
     if spec.settings.route not in ROUTES:
         raise PreflightError(f"route '{spec.settings.route}': choose one of {list(ROUTES)}")
-    if not 0 <= spec.settings.qat_epochs <= spec.settings.epochs:
-        raise PreflightError(f"--qat-epochs {spec.settings.qat_epochs}: choose 0 (off) to --epochs "
-                             f"{spec.settings.epochs} (every epoch)")  # fmt: skip
     if spec.teacher_dir is not None:
         info = inspect_teacher(spec.teacher_dir, stand_in=is_stand_in(spec.teacher_dir))
         teacher_config = XLNetConfig.from_dict(info.config)

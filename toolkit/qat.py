@@ -56,7 +56,7 @@ def _rounded_tensors(model: nn.Module) -> list[tuple[str, nn.Module, bool]]:
         if isinstance(module, (nn.LayerNorm, CentredL2Norm, nn.GELU, nn.ReLU)):
             found.append((name, module, True))
         elif isinstance(module, RelativeAttention):
-            found += [(f"{name}.{part}", getattr(module, part), False) for part in ("q", "k", "v", "r", "probs")]
+            found += [(f"{name}.{part}", getattr(module, part), False) for part in ("q", "k", "v", "r", "logits", "probs")]
     return found
 
 

@@ -210,6 +210,9 @@ class RelativeAttention(nn.Module):
         # The attention distribution as a module's output (a no-op): quantization-aware training rounds it to int8
         # here, as LiteRT full-int8 does before the probabilities-times-values product.
         self.probs = nn.Identity()
+        # Likewise the attention logits (the softmax input, padding bias included): full-int8 rounds them to one
+        # per-tensor grid whose range the -mask_value bias stretches, the coarsest grid in the layer.
+        self.logits = nn.Identity()
         # Export switches, batch 1 only (what the exporters trace); training keeps the batched form.
         # per_head_linear: one FULLY_CONNECTED per head and term instead of BATCH_MATMUL (NNAPI takes no BMM).
         # bmm_3d: every product one 3-D bmm over the heads; torch.matmul on 4-D tensors lowers to expand_copy +
@@ -260,7 +263,7 @@ class RelativeAttention(nn.Module):
         same, other = seg_scores[..., 0:1], seg_scores[..., 1:2]
         segment = same + segment_diff * (other - same)
 
-        scores = (content + position + segment) * self.scale + mask_bias
+        scores = self.logits((content + position + segment) * self.scale + mask_bias)
         distribution = self.probs(torch.softmax(scores, dim=-1))
         context = self._matmul(self.dropout(distribution), v).transpose(1, 2).reshape(h.shape[0], length, -1)
         out = self.layer_norm(self.dropout(self.o(context)) + h)
@@ -293,7 +296,7 @@ class RelativeAttention(nn.Module):
             position = by_distance.reshape(rows, length)[1:].reshape(length, rows - 1)[:, :length]
             seg_scores = F.linear(q_i + self.r_s_bias[i], self.seg_embed[:, i, :])  # [L, 2]
             same, other = seg_scores[:, 0:1], seg_scores[:, 1:2]
-            scores = (content + position + same + seg_diff * (other - same)) * self.scale + bias
+            scores = self.logits((content + position + same + seg_diff * (other - same)) * self.scale + bias)
             contexts.append(F.linear(self.probs(torch.softmax(scores, dim=-1)), v_t[cols]))  # [L, dh]
         context = torch.cat(contexts, dim=-1)[None]
         return self.layer_norm(self.o(context) + h)
