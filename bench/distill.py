@@ -45,7 +45,7 @@ from toolkit.files import PROJECT_ROOT, atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distill"  # one JSON per run: the table survives a clone
 SHARED_SUBJ = PROJECT_ROOT.parent / "shared" / "data" / "subj"
-ROWS = ("labels alone", "labels alone (teacher init)", "today", "+augment", "+transfer", "+layers", "all", "prune", "prune+lowrank", "qat", "prune+qat")
+ROWS = ("labels alone", "labels alone (teacher init)", "today", "+augment", "+transfer", "+layers", "all", "prune", "prune+lowrank", "qat", "prune+qat", "prune+lowrank+qat")
 INT8_ARTIFACTS = ("pte-int8-dynamic-embedding", "tflite-dynamic-int8", "pte-int8-static", "tflite-full-int8")
 FULL_INT8 = ("pte-int8-static", "tflite-full-int8")
 SEQUENCE_LENGTH = 64
@@ -106,6 +106,7 @@ def row_settings(row: str, epochs: int, augment: int) -> tuple[DistillSettings, 
         # Today's student + one quantization-aware epoch reproducing it, for the full-integer int8 artifacts.
         "qat": (replace(base, qat_epochs=1), False),
         "prune+qat": (replace(base, route="prune", qat_epochs=1), False),
+        "prune+lowrank+qat": (replace(base, route="prune+lowrank", qat_epochs=1), False),
     }[row]
 
 

@@ -86,3 +86,14 @@ def test_not_yaml_and_not_mapping(tmp_path):
 def test_unknown_profile_name_lists_shipped():
     with pytest.raises(ProfileError, match="raspberry-pi-4"):
         load_profile("raspberry-pi-9")
+
+
+def test_the_route_is_the_profiles_unless_the_command_line_names_one():
+    from toolkit.cli import _for_profile
+    from toolkit.distill import DistillSettings
+
+    profile = load_profile("arm64-cpu")
+    pruning = profile.model_copy(update={"student": profile.student.model_copy(update={"route": "prune"})})
+    assert _for_profile(DistillSettings(route=None), pruning).route == "prune"
+    assert _for_profile(DistillSettings(route="fresh"), pruning).route == "fresh"
+    assert _for_profile(DistillSettings(route=None), profile).route == profile.student.route

@@ -229,9 +229,9 @@ def distill(
 
     profile = _load_profile(target)
     train, dev = _load_train_dev(data, eval_, text_column, pair_column, label_column, skip_bad_rows)
-    settings = DistillSettings(epochs=epochs, hidden_weight=hidden_weight, attention_weight=attention_weight,
-                               augment=augment, route=route or profile.student.route, qat_epochs=qat_epochs, seed=seed,
-                               teacher_precision=teacher_precision)  # fmt: skip
+    settings = _for_profile(DistillSettings(epochs=epochs, hidden_weight=hidden_weight, attention_weight=attention_weight,
+                                            augment=augment, route=route, qat_epochs=qat_epochs, seed=seed,
+                                            teacher_precision=teacher_precision), profile)  # fmt: skip
     transfer_texts = _load_transfer(transfer, text_column)
     if teacher is None and not _single_process():
         _fail("several processes would each train the stand-in teacher: pass --teacher (e.g. one made by "
@@ -291,6 +291,11 @@ def export(
                 pair_column, label_column, skip_bad_rows)  # fmt: skip
 
 
+def _for_profile(settings, profile):
+    """The settings a profile's student is trained with: ``--route`` when given, else the profile's route."""
+    return replace(settings, route=settings.route or profile.student.route)
+
+
 def _load_transfer(path: Path | None, text_column: str) -> list[str] | None:
     """The --transfer texts (None without the flag); read before any slow stage, so a bad file fails at once."""
     if path is None:
@@ -314,8 +319,7 @@ def _export(target, out, teacher, data, eval_, settings, transfer, emulate, over
     manifests, failures = [], []
     for profile in profiles:
         console.print(f"[bold]── {profile.name}[/] — {escape(profile.description)}", highlight=False)
-        profile_settings = replace(settings, route=settings.route or profile.student.route)  # --route, else the profile's
-        spec = RunSpec(profile, train, dev, teacher, profile_settings, emulate, transfer_texts)
+        spec = RunSpec(profile, train, dev, teacher, _for_profile(settings, profile), emulate, transfer_texts)
         try:
             manifests.append(export_bundle(spec, out, overwrite=overwrite, log=console.print))
         except ExportFailed as err:
