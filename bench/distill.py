@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -168,6 +169,21 @@ def emulated_ms(student_dir: Path, artifact: dict, dev: LabelledData, profile) -
     return round(latency_record(estimate_cycles(run, profile.device), profile.device)["estimated_latency_ms"], 2)
 
 
+# A QAT row is its base row's student plus the quantization-aware epoch: started from the base row's finished
+# checkpoint when that run's folder is there (the same result as training it again, see tests/test_qat.py).
+QAT_BASE = {"qat": "today", "prune+qat": "prune", "prune+lowrank+qat": "prune+lowrank"}
+
+
+def seed_from_base_row(folder: Path, base: Path) -> None:
+    from toolkit.distill import CHECKPOINT
+
+    source, target = base / "student" / CHECKPOINT, folder / "student" / CHECKPOINT
+    if base != folder and source.is_file() and not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target.with_suffix(".partial"))
+        target.with_suffix(".partial").replace(target)
+
+
 def run_one(task, size, row, args, teacher_dir, profile) -> dict:
     """One (task, size, row) distillation and its int8 figures, kept in out/... (a finished run is read back)."""
     from toolkit.teacher import load_teacher, predict_logits
@@ -188,6 +204,7 @@ def run_one(task, size, row, args, teacher_dir, profile) -> dict:
     if previous:  # --refresh-int8: the distilled student stays, its int8 artifacts are measured again
         report = json.loads((folder / "student" / "distill_report.json").read_text())
     else:
+        seed_from_base_row(folder, run_folder(args.out, task, size, QAT_BASE.get(row, row)))
         report = distill(teacher_dir, labelled, dev, profile, folder / "student", settings, max_param_ratio=size,
                          resume=True, log=print, transfer=transfer if uses_transfer else None).report  # fmt: skip
     teacher, encoder = load_teacher(teacher_dir)

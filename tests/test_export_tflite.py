@@ -129,6 +129,65 @@ def test_int64_and_stablehlo_are_refused():
         check_graph(model)
 
 
+
+def batch_matmul_errors(model: bytes, inputs: list[np.ndarray]) -> list[float]:
+    """Per BATCH_MATMUL of ``model`` run on one sample: max |LiteRT's output - the exact product of its dequantized
+    operands|, in output quantization steps."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model, experimental_preserve_all_tensors=True)
+    runner_inputs = sorted(interpreter.get_input_details(), key=lambda d: d["name"])
+    interpreter.allocate_tensors()
+    for detail, array in zip(runner_inputs, inputs):
+        interpreter.set_tensor(detail["index"], array[:1].astype(detail["dtype"]))
+    interpreter.invoke()
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+
+    def dequantized(index: int) -> np.ndarray:
+        q, value = details[index]["quantization_parameters"], interpreter.get_tensor(index).astype(np.float64)
+        shape = [1] * value.ndim
+        shape[q["quantized_dimension"]] = -1  # per channel: one scale per slice of that dimension
+        scales, zero_points = q["scales"].reshape(shape), q["zero_points"].reshape(shape)
+        return (value - zero_points) * scales if len(q["scales"]) > 1 else (value - zero_points[0]) * scales.flat[0]
+
+    errors = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "BATCH_MATMUL":
+            lhs, rhs = (dequantized(i) for i in op["inputs"])
+            step = details[op["outputs"][0]]["quantization_parameters"]["scales"][0]
+            errors.append(float(np.abs(dequantized(op["outputs"][0]) - lhs @ rhs).max() / step))
+    return errors
+
+
+def test_full_int8_attention_products_are_exact_and_per_channel_ones_are_refused(student, data):
+    """LiteRT's int8 BATCH_MATMUL ignores per-channel scales of a constant operand (the position keys, the segment
+    embeddings): ai-edge-quantizer's default made those products wrong. The shipped recipe quantizes them per tensor;
+    check_graph refuses a model that does not."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    from toolkit.export_tflite import calibrate, quantize
+
+    fp32 = convert_fp32(student)
+    shipped = quantize(fp32, "full-int8", data["calibration"])
+    check_graph(shipped)
+    errors = batch_matmul_errors(shipped, data["check"])
+    assert len(errors) == 4 and max(errors) <= 1.0  # content, position, segment, context: rounding only
+
+    manager = recipe_manager.RecipeManager()  # ai-edge-quantizer's default granularity (per channel)
+    manager.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                              activation_num_bits=8, weight_num_bits=8)  # fmt: skip
+    for io in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+        manager.add_quantization_config(regex=".*", operation_name=io, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    recipe = manager.get_quantization_recipe()
+    qt = quantizer.Quantizer(fp32)
+    qt.load_quantization_recipe(recipe)
+    per_channel = bytes(qt.quantize(calibrate(fp32, recipe, data["calibration"]),
+                                    enable_progress_report=False).quantized_model)  # fmt: skip
+    assert max(batch_matmul_errors(per_channel, data["check"])) > 10  # the runtime fact the recipe works around
+    with pytest.raises(TfliteExportError, match="BATCH_MATMUL operands quantized per channel"):
+        check_graph(per_channel)
+
 # --- tflite-runtime 2.14 (own venv, built once per cache: ~16 s) -------------------------------------------------
 
 
