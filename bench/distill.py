@@ -111,10 +111,12 @@ def row_settings(row: str, epochs: int, augment: int) -> tuple[DistillSettings, 
     }[row]
 
 
-def int8_figures(student_dir: Path, train: LabelledData, dev: LabelledData, teacher_labels, profile) -> dict:
+def int8_figures(student_dir: Path, train: LabelledData, dev: LabelledData, teacher_labels, profile,
+                 kept: dict | None = None) -> dict:
     """Each int8 artifact of the profile (dynamic and full-integer), run by its own runtime on the whole dev set and
     compared with the fp32 student as the pipeline's host check does: accuracy, agreement with the teacher and with
-    the fp32 student, whether it passes the profile's tolerances, size; the ``record`` to run it again."""
+    the fp32 student, whether it passes the profile's tolerances, size; the ``record`` to run it again. ``kept``:
+    figures measured before for artifacts not to export again."""
     import numpy as np
 
     from toolkit.checks import compare_logits, gate_against_student
@@ -129,13 +131,13 @@ def int8_figures(student_dir: Path, train: LabelledData, dev: LabelledData, teac
     inputs = encode_for(student, encoder, dev)
     reference = eager_logits(student, inputs)
     calibration = calibration_inputs(student, encoder, train, 0)
-    out, labels = {}, np.asarray(dev.labels)
+    out, labels = dict(kept or {}), np.asarray(dev.labels)
     # A quantization-aware student: also compared with the float student its QAT epochs started from (what they
     # were trained to reproduce), the student post-training int8 would have been made from.
     distilled_path = student_dir / QAT_REFERENCE
     distilled = torch.load(distilled_path, weights_only=True)["dev"].numpy() if distilled_path.is_file() else None
     for artifact in profile.artifacts:
-        if artifact.name not in INT8_ARTIFACTS:
+        if artifact.name not in INT8_ARTIFACTS or artifact.name in out:
             continue
         path = student_dir.parent / "int8" / f"{artifact.name}.{artifact.format}"
         path.parent.mkdir(exist_ok=True)
@@ -191,7 +193,8 @@ def run_one(task, size, row, args, teacher_dir, profile) -> dict:
     folder = run_folder(args.out, task, size, row)
     result_path = run_folder(RESULTS, task, size, row).with_suffix(".json")
     previous = json.loads(result_path.read_text()) if result_path.is_file() else None
-    if previous and not (args.refresh_int8 and FULL_INT8[0] not in previous["int8"]):
+    refresh = args.refresh_int8 and (folder / "student" / "distill_report.json").is_file()
+    if previous and not refresh:
         if "emulated_ms" not in previous and (folder / "int8").is_dir() and args.emulate:
             best = previous["int8"][previous["best_int8"]]
             if "record" in best:
@@ -209,7 +212,10 @@ def run_one(task, size, row, args, teacher_dir, profile) -> dict:
                          resume=True, log=print, transfer=transfer if uses_transfer else None).report  # fmt: skip
     teacher, encoder = load_teacher(teacher_dir)
     teacher_labels = predict_logits(teacher, encoder, dev.texts, desc="teacher dev").argmax(1)
-    int8 = int8_figures(folder / "student", labelled, dev, teacher_labels, profile)
+    kept = None
+    if previous and args.refresh_artifacts:  # only these are exported and measured again
+        kept = {name: figures for name, figures in previous["int8"].items() if name not in args.refresh_artifacts}
+    int8 = int8_figures(folder / "student", labelled, dev, teacher_labels, profile, kept)
     best = max(int8, key=lambda name: int8[name]["accuracy"])
     result = {
         "task": task, "size": size, "row": row, "teacher_accuracy": report["teacher_dev_accuracy"],
@@ -224,7 +230,9 @@ def run_one(task, size, row, args, teacher_dir, profile) -> dict:
         "distill_seconds": report["wall_seconds"],
         "wall_seconds": previous["wall_seconds"] if previous else round(time.time() - started, 1),
     }
-    if args.emulate:
+    if previous and previous.get("best_int8") == best and "emulated_ms" in previous:
+        result["emulated_ms"] = previous["emulated_ms"]  # the same artifact recipe as measured before
+    elif args.emulate:
         result["emulated_ms"] = emulated_ms(folder / "student", int8[best], dev, profile)
     result_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(result_path, result)
@@ -315,8 +323,10 @@ def main() -> None:
                         help="estimate each run's best int8 artifact's latency on the profile's emulated core")
     parser.add_argument("--render-only", action="store_true", help="write the table of the finished runs only")
     parser.add_argument("--refresh-int8", action="store_true",
-                        help="finished runs without full-int8 figures: export and measure their int8 artifacts again "
-                        "(the distilled student is kept)")  # fmt: skip
+                        help="finished runs whose student is still in --out: export and measure their int8 artifacts "
+                        "again (the distilled student is kept), e.g. after an exporter change")  # fmt: skip
+    parser.add_argument("--refresh-artifacts", nargs="+", choices=INT8_ARTIFACTS,
+                        help="with --refresh-int8: only these artifacts (the others keep their figures)")
     args = parser.parse_args()
 
     from toolkit.profiles import load_profile
