@@ -282,7 +282,10 @@ def render(results: list[dict], args) -> str:
                   "epoch quantization-aware to reproduce its float self (`qat`, `prune+qat`; cells: acc / agreement "
                   "with that float student before QAT, the student post-training int8 is made from / with the QAT "
                   "student's own float weights). QAT sim: the fake-quantized student's dev agreement with the float "
-                  "student. Issue 19's goal: QAT brings agreement to ≥ 99.5 % where PTQ is below it.", "",
+                  "student. Issue 19's goal: QAT brings agreement to ≥ 99.5 % where PTQ is below it. LiteRT "
+                  "full-int8 figures are those of the recipe with the attention's constant BATCH_MATMUL operands "
+                  "per tensor (README, \"Export\"; before that fix the sst2 1/4 student's full-int8 agreed on "
+                  "98.62 %).", "",
                   "| task | size cap | recipe | pte int8-static | tflite full-int8 | QAT sim | fp32 acc |",
                   "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
         for r in full:

@@ -46,11 +46,13 @@ def test_a_failing_static_int8_artifact_is_retrained_quantization_aware(tiny_tea
     assert "qat" in manifest["stages"]
     distilled = manifest["student"]["distill"]
     assert distilled["qat_from_epoch"] == 3 and distilled["epochs_run"] == 3  # the extra, quantization-aware epoch
+    assert 0 <= distilled["agreement_with_float"] <= 1  # the int8-simulated student against its float self
     bundle = tmp_path / "out" / "tiny-auto-qat"
     qat_student = load_student(bundle / "work" / "student-qat")
     assert on_per_channel_grid(qat_student.layers[0].ff.layer_1.weight.detach())
     assert [p.relative_to(bundle).as_posix() for p in bundle.glob("*/*.pte")] == ["models/pte-int8-static.pte"]
-    assert "Quantization-aware from epoch 3 (added by the pipeline" in (bundle / "report.html").read_text()
+    report = (bundle / "report.html").read_text()
+    assert "Quantization-aware from epoch 3 (added by the pipeline" in report and "reproduce its float self" in report
 
 
 def test_auto_qat_waits_for_the_profile_and_an_explicit_choice():

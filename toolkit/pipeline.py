@@ -226,7 +226,7 @@ def qat_hint(record: ArtifactRecord, check: dict, settings: DistillSettings, aut
     if check["passed"] or not get_recipe(record.format, record.recipe).calibrates or settings.qat_epochs or auto_qat:
         return None
     return (f"{record.name}: post-training static int8 lost accuracy or agreement; `--qat-epochs 1` trains the "
-            "student quantization-aware in its last epoch (README, Quantization-aware training)")
+            "student one more epoch quantization-aware (README, Quantization-aware training)")
 
 
 def move_into(source: Path, target: Path) -> None:
@@ -430,7 +430,8 @@ def student_entry(config: StudentConfig, distilled: dict) -> dict:
         "dev_accuracy": distilled["student_dev_accuracy"],
         "retention": distilled["retention"],
         "distill": {k: distilled[k] for k in ("history", "vocab", "wall_seconds", "init", "predicted", "settings")}
-        | {k: distilled[k] for k in ("agreement", "training_examples", "epochs_run", "qat_from_epoch") if k in distilled}
+        | {k: distilled[k] for k in ("agreement", "training_examples", "epochs_run", "qat_from_epoch",
+                                     "agreement_with_float") if k in distilled}  # fmt: skip
         | ({"sizing": distilled["sizing"]} if "sizing" in distilled else {}),  # how choose_shape sized it
     }
 

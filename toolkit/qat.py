@@ -1,18 +1,19 @@
-"""Quantization-aware training for the full-integer int8 recipes: fake quantization in the last distillation epochs.
+"""Quantization-aware training for the full-integer int8 recipes: fake quantization in extra epochs after distillation.
 
 Post-training static int8 (ExecuTorch ``int8-static``, LiteRT ``full-int8``) rounds every linear layer's input to one
 per-tensor int8 grid and its weights to a per-output-channel grid; a student never trained with that noise can lose
-agreement with its fp32 self (BENCHMARKS.md "Static int8"). During the last ``qat_epochs`` epochs every ``nn.Linear``
-(the factors of a low-rank projection included) computes with fake-quantized inputs (per-tensor affine int8, moving-
-average min/max observer) and fake-quantized weights (per-channel symmetric int8), with straight-through gradients
-(``torch.ao.quantization.FakeQuantize``). The saved student has its weights on that grid; the exporters then quantize
-it exactly as before (calibrating activation ranges on training texts), so no exporter changes.
+agreement with its fp32 self (BENCHMARKS.md "Static int8"). In the quantization-aware epochs (``--qat-epochs``, run
+after the distillation epochs by ``toolkit.distill``) every ``nn.Linear`` (the factors of a low-rank projection
+included) computes with fake-quantized inputs (per-tensor affine int8, moving-average min/max observer) and
+fake-quantized weights (per-channel symmetric int8), with straight-through gradients
+(``torch.ao.quantization.FakeQuantize``), and learns the float student's own logits (self-distillation: the int8
+form should give the float student's answers). The saved student has its weights on that grid; the exporters then
+quantize it exactly as before (calibrating activation ranges on training texts), so no exporter changes.
 
 LiteRT ``full-int8`` also rounds every other activation tensor to int8: the residual sums going into each
 normalisation, the normalised outputs, the FFN activation's input and output, and the operands of the attention's
-activation-times-activation products (queries, keys, values, position keys, the attention distribution). Those
-tensors are fake-quantized too (:func:`_rounded_tensors`): on an SST-2 student, keeping the attention products
-(BATCH_MATMUL) in float alone took full-int8 agreement with fp32 from 98.6 % to 99.7 %.
+activation-times-activation products (queries, keys, values, position keys, the attention logits and distribution).
+Those tensors are fake-quantized too (:func:`_rounded_tensors`).
 """
 
 from __future__ import annotations
