@@ -31,30 +31,38 @@ def test_fake_quantization_trains_the_same_parameters_and_snapshots_on_the_grid(
     qat = QuantAware(model)
     assert {id(p) for p in model.parameters()} == before  # an optimizer made before keeps training them
     ids, mask = torch.randint(9, 50, (4, 12)), torch.ones(4, 12, dtype=torch.int64)
+    qat.calibrate([(ids[i : i + 1], mask[i : i + 1]) for i in range(4)])
+    assert len(qat.activations) > 50  # every op output of 2 layers: linears, products, adds, softmax, norms...
     model(ids, mask).sum().backward()
-    assert model.layers[0].attn.q.parametrizations.weight.original.grad.abs().sum() > 0  # straight-through
-    qat.observe(False)
+    assert model.layers[0].attn.q.weight.grad.abs().sum() > 0  # straight-through
     with torch.no_grad():
         fake = model(ids, mask)
         plain = tiny()(ids, mask)
     assert 0 < (fake - plain).abs().max() < 0.5  # quantization noise, not another function
     seen = {}
-    norm = next(m for m in model.modules() if isinstance(m, torch.nn.LayerNorm))
-    norm.register_forward_hook(lambda _m, _a, out: seen.update(norm=out))  # runs after QuantAware's own hook
+    model.layers[0].attn.layer_norm.register_forward_hook(lambda _m, _a, out: seen.update(norm=out))
     model.layers[0].ff.activation.register_forward_hook(lambda _m, _a, out: seen.update(act=out))
     model.layers[0].attn.probs.register_forward_hook(lambda _m, _a, out: seen.update(probs=out))
+    model.layers[0].attn.logits.register_forward_hook(lambda _m, _a, out: seen.update(logits=out))
     model.layers[0].attn.k.register_forward_hook(lambda _m, _a, out: seen.update(keys=out))
     with torch.no_grad():
         model(ids, mask)
-    for name, out in seen.items():  # full-int8 rounds these tensors too: at most 256 levels each
+    for name, out in seen.items():  # full-int8 rounds these tensors: at most 256 levels each
         assert out.unique().numel() <= 256, name
+    ranges = qat.state_dict()
+    restored = QuantAware(tiny())
+    restored.load_state_dict(ranges)  # a checkpoint's ranges come back into a fresh model's QAT
+    assert all(torch.equal(v, ranges[k]) for k, v in restored.state_dict().items())
     snapshot = qat.snapshot()
     assert set(snapshot.state_dict()) == set(weights)
     assert on_per_channel_grid(snapshot.layers[1].ff.layer_1.weight.detach())
     assert not on_per_channel_grid(weights["layers.1.ff.layer_1.weight"])
     assert set(qat.plain_state_dict()) == set(weights)
     qat.detach()
-    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    plain_copy = type(model)(model.config).eval()
+    plain_copy.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model.eval()(ids, mask), plain_copy(ids, mask))  # float again
 
 
 def test_qat_epochs_follow_distillation_reproduce_the_float_student_and_resume_exactly(

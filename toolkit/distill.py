@@ -682,10 +682,9 @@ def distill(
             reference_train, reference_dev = float_reference(plain_student, training, dev, out_dir, log)
             training = replace(training, soft_targets=reference_train)
             qat = QuantAware(plain_student)
+            qat.calibrate(calibration_batches(plain_student, student_encoder, train))
             scheduler = quant_aware_schedule(optimizer, steps_per_epoch * settings.qat_epochs)
             state.update(best_accuracy=-1.0, stale=0, qat_from_epoch=epoch + 1)
-        if qat is not None:
-            qat.observe(True)
         student.train()
         batches = bucketed_batches(lengths, settings.batch_size, seed=settings.seed + epoch)
         share: list[int] = []  # the training examples this process saw this epoch
@@ -708,8 +707,6 @@ def distill(
         plain = accelerator.unwrap_model(student)
         # The main process evaluates and every process takes its result: the same early-stopping decision.
         dev_accuracy, agreement, with_float = None, None, None
-        if qat is not None:
-            qat.observe(False)  # evaluated with the ranges learned so far, as the int8 model will run
         if accelerator.is_main_process:
             dev_logits = student_logits(plain, student_encoder, dev)
             dev_accuracy = accuracy(dev_logits, dev.labels)
@@ -817,6 +814,20 @@ def float_reference(student: XLNetStudent, training: "TrainingSet", dev: Labelle
     with atomic_path(path) as tmp:
         torch.save({"train": train_logits, "dev": dev_logits}, tmp)
     return train_logits, dev_logits.numpy()
+
+
+def calibration_batches(student: XLNetStudent, encoder: XLNetTextEncoder, train: LabelledData) -> list[tuple]:
+    """The exporters' static int8 calibration texts (``pipeline.calibration_inputs``) as forward arguments, one
+    text at a time at the profile's length: quantization-aware training fixes its ranges on exactly these."""
+    from toolkit.pipeline import calibration_inputs
+
+    arrays = calibration_inputs(student, encoder, train, 0)
+    batches = []
+    for i in range(len(arrays[0])):
+        ids, mask = torch.from_numpy(arrays[0][i : i + 1]).long(), torch.from_numpy(arrays[1][i : i + 1])
+        types = torch.from_numpy(arrays[2][i : i + 1]).long() if student.config.uses_pairs else None
+        batches.append((ids, mask, types))  # the mask as the exported program takes it, which forward takes too
+    return batches
 
 
 def quant_aware_schedule(optimizer, steps: int):
