@@ -207,11 +207,9 @@ class RelativeAttention(nn.Module):
         self.layer_norm = make_norm(config)
         self.dropout = nn.Dropout(config.dropout)
         self.scale = 1.0 / math.sqrt(config.d_head)
-        # The attention distribution as a module's output (a no-op): quantization-aware training rounds it to int8
-        # here, as LiteRT full-int8 does before the probabilities-times-values product.
+        # The attention distribution and logits (the softmax input, padding bias included) as modules' outputs
+        # (no-ops): named points where tests and diagnostics observe them (e.g. that QAT rounds them to int8).
         self.probs = nn.Identity()
-        # Likewise the attention logits (the softmax input, padding bias included): full-int8 rounds them to one
-        # per-tensor grid whose range the -mask_value bias stretches, the coarsest grid in the layer.
         self.logits = nn.Identity()
         # Export switches, batch 1 only (what the exporters trace); training keeps the batched form.
         # per_head_linear: one FULLY_CONNECTED per head and term instead of BATCH_MATMUL (NNAPI takes no BMM).
