@@ -685,7 +685,9 @@ def distill(
             qat.calibrate(calibration_batches(plain_student, student_encoder, train))
             scheduler = quant_aware_schedule(optimizer, steps_per_epoch * settings.qat_epochs)
             state.update(best_accuracy=-1.0, stale=0, qat_from_epoch=epoch + 1)
-        student.train()
+        # QAT epochs without dropout: the int8 model they simulate has none, and its fixed ranges were calibrated
+        # without it (dropout's 1/(1-p) scaling would push activations past them and clip their gradients).
+        student.train(qat is None)
         batches = bucketed_batches(lengths, settings.batch_size, seed=settings.seed + epoch)
         share: list[int] = []  # the training examples this process saw this epoch
         for global_idx in batches:  # every process takes every step (DDP synchronises each backward pass)
