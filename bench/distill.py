@@ -178,11 +178,14 @@ QAT_BASE = {"qat": "today", "prune+qat": "prune", "prune+lowrank+qat": "prune+lo
 
 def seed_from_base_row(folder: Path, base: Path) -> None:
     from toolkit.distill import CHECKPOINT
+    from toolkit.student import STUDENT_CONFIG, STUDENT_WEIGHTS
 
-    source, target = base / "student" / CHECKPOINT, folder / "student" / CHECKPOINT
-    if base != folder and source.is_file() and not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target.with_suffix(".partial"))
+    if base == folder or not (base / "student" / CHECKPOINT).is_file() or (folder / "student" / CHECKPOINT).is_file():
+        return
+    (folder / "student").mkdir(parents=True, exist_ok=True)
+    for name in (STUDENT_CONFIG, STUDENT_WEIGHTS, CHECKPOINT):  # the best student (QAT starts from it), then the rest
+        target = folder / "student" / name
+        shutil.copy2(base / "student" / name, target.with_suffix(".partial"))
         target.with_suffix(".partial").replace(target)
 
 

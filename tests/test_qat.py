@@ -68,7 +68,7 @@ def test_fake_quantization_trains_the_same_parameters_and_snapshots_on_the_grid(
 def test_qat_epochs_follow_distillation_reproduce_the_float_student_and_resume_exactly(
     tiny_teacher_dir, small_data, short_profile, tmp_path, monkeypatch
 ):
-    from toolkit.distill import CHECKPOINT, QAT_REFERENCE, student_logits
+    from toolkit.distill import QAT_REFERENCE, student_logits
     from toolkit.tokenizer import XLNetTextEncoder
 
     monkeypatch.setenv("XLNET_EDGE_CACHE", str(tmp_path / "cache"))
@@ -83,13 +83,11 @@ def test_qat_epochs_follow_distillation_reproduce_the_float_student_and_resume_e
     assert on_per_channel_grid(student.layers[0].attn.o.weight.detach())
     # Stopped after distillation, then after the first QAT epoch, then finished: the same history and student.
     distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "b", settings, stop_after_epochs=2, **kwargs)
-    saved = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)
-    float_student = XLNetStudent(StudentConfig(**saved["config"]))
-    float_student.load_state_dict(saved["student"])
+    float_student = load_student(tmp_path / "b")  # the best distilled epoch: what QAT starts from
     encoder = XLNetTextEncoder.from_pretrained(tmp_path / "a")
     distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "b", settings, stop_after_epochs=3, resume=True,
             **kwargs)  # fmt: skip
-    # The QAT target: the float student's own logits as distillation left it (cached for the resumed epochs).
+    # The QAT target: the best distilled student's own logits (cached for the resumed epochs).
     reference = torch.load(tmp_path / "b" / QAT_REFERENCE, weights_only=True)
     assert np.allclose(reference["dev"].numpy(), student_logits(float_student, encoder, dev), atol=1e-5)
     resumed = distill(tiny_teacher_dir, train, dev, short_profile, tmp_path / "b", settings, resume=True, **kwargs)

@@ -36,7 +36,7 @@ from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path, atomic_write_json, cache_dir, sha256_file
 from toolkit.labels import head_names, match_labels
 from toolkit.profiles import Profile
-from toolkit.student import StudentConfig, XLNetStudent, hf_layer_state, save_student
+from toolkit.student import STUDENT_WEIGHTS, StudentConfig, XLNetStudent, hf_layer_state, save_student
 from toolkit.teacher import (
     accuracy,
     inference_copy,
@@ -679,6 +679,12 @@ def distill(
 
             log(f"quantization-aware training from epoch {epoch + 1}: fake-quantized int8 tensors, learning the float "
                 "student's own logits; the best quantization-aware epoch is kept")  # fmt: skip
+            best = out_dir / STUDENT_WEIGHTS
+            if best.is_file() and not (out_dir / QAT_REFERENCE).is_file():  # from the best epoch, the one exported
+                from safetensors.torch import load_file
+
+                plain_student.load_state_dict(load_file(str(best)))
+                log(f"quantization-aware training starts from the best distilled epoch ({state['best_epoch']})")
             reference_train, reference_dev = float_reference(plain_student, training, dev, out_dir, log)
             training = replace(training, soft_targets=reference_train)
             qat = QuantAware(plain_student)

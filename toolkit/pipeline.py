@@ -119,16 +119,18 @@ def stage_qat(plan: Plan, spec: RunSpec, teacher_dir: Path, work: Path, log: Log
     checkpoint), in ``work/student-qat``: the student every artifact is then exported from (resumes; skips a
     finished one)."""
     from toolkit.distill import CHECKPOINT
+    from toolkit.student import STUDENT_CONFIG, STUDENT_WEIGHTS
 
     student_dir = work / "student-qat"
     if distilled_already(student_dir):
         log(f"quantization-aware student already trained in {student_dir}")
         return student_dir
     student_dir.mkdir(exist_ok=True)
-    if not (student_dir / CHECKPOINT).is_file():
-        tmp = student_dir / (CHECKPOINT + ".partial")
-        shutil.copy2(work / "student" / CHECKPOINT, tmp)
-        os.replace(tmp, student_dir / CHECKPOINT)
+    if not (student_dir / CHECKPOINT).is_file():  # the best student first: QAT starts from it (the checkpoint last)
+        for name in (STUDENT_CONFIG, STUDENT_WEIGHTS, CHECKPOINT):
+            tmp = student_dir / (name + ".partial")
+            shutil.copy2(work / "student" / name, tmp)
+            os.replace(tmp, student_dir / name)
     settings = replace(spec.settings, qat_epochs=1)
     distill(teacher_dir, plan.train, plan.dev, spec.profile, student_dir, settings, resume=True, log=log,
             transfer=spec.transfer)
