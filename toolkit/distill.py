@@ -827,7 +827,7 @@ def float_reference(student: XLNetStudent, training: "TrainingSet", dev: Labelle
 def calibration_batches(student: XLNetStudent, encoder: XLNetTextEncoder, train: LabelledData) -> list[tuple]:
     """The exporters' static int8 calibration texts (``pipeline.calibration_inputs``) as forward arguments, one
     text at a time at the profile's length: quantization-aware training fixes its ranges on exactly these."""
-    from toolkit.pipeline import calibration_inputs
+    from toolkit.student import calibration_inputs
 
     arrays = calibration_inputs(student, encoder, train, 0)
     batches = []

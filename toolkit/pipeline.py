@@ -38,11 +38,20 @@ from toolkit.labels import LabelMatch, match_labels
 from toolkit.manifest import ArtifactRecord, methods_json, specs_json
 from toolkit.profiles import Artifact, Profile, Tolerances
 from toolkit.registry import get_backend, get_recipe
-from toolkit.student import StudentConfig, XLNetStudent, input_specs, load_student, model_inputs, output_specs
+from toolkit.student import (  # noqa: F401  (encode_for, calibration_inputs: re-exported for benches and tests)
+    CALIBRATION_SAMPLES,
+    StudentConfig,
+    XLNetStudent,
+    calibration_inputs,
+    encode_for,
+    input_specs,
+    load_student,
+    model_inputs,
+    output_specs,
+)
 from toolkit.teacher import TEACHER_CARD, TeacherInfo, TeacherRecipe, demo_teacher, inspect_teacher
 from toolkit.tokenizer import XLNetTextEncoder
 
-CALIBRATION_SAMPLES = 256
 MIN_CALIBRATION_SAMPLES = 32  # fewer real samples give int8 ranges that real inputs routinely exceed
 EMULATOR_WORKERS = max(1, min(2, os.cpu_count() or 1))  # artifacts emulated at once (one qemu process each)
 XLNET_BASE = {"n_layer": 12, "d_model": 768, "n_head": 12, "d_inner": 3072, "vocab_size": 32000}
@@ -169,19 +178,6 @@ class Distilled:
 
     def subset_inputs(self, indices: list[int]) -> list[np.ndarray]:
         return [a[indices] for a in self.dev_inputs]
-
-
-def encode_for(student: XLNetStudent, encoder: XLNetTextEncoder, data: LabelledData) -> list[np.ndarray]:
-    """The exported program's input arrays [N, L] for a data set."""
-    batch = encoder.encode(data.texts, data.pairs, seq_len=student.config.seq_len)
-    return model_inputs(student.config, batch.input_ids, batch.attention_mask, batch.token_type_ids)
-
-
-def calibration_inputs(student, encoder, train: LabelledData, seed: int) -> list[np.ndarray]:
-    """A seeded sample of real training texts for static int8 calibration."""
-    rng = np.random.default_rng(seed)
-    picked = sorted(rng.choice(len(train), size=min(CALIBRATION_SAMPLES, len(train)), replace=False).tolist())
-    return encode_for(student, encoder, train.subset(picked))
 
 
 def run_on_host(record: ArtifactRecord, path: Path, inputs: list[np.ndarray]) -> np.ndarray:

@@ -625,6 +625,24 @@ def output_specs(config: StudentConfig) -> list[TensorSpec]:
     return [TensorSpec("logits", "float32", (1, config.num_labels))]
 
 
+CALIBRATION_SAMPLES = 256  # static int8 ranges: training texts calibrated on (exporters and QAT alike)
+
+
+def encode_for(student: XLNetStudent, encoder, data) -> list:
+    """The exported program's input arrays [N, L] for a data set (``LabelledData``; ``encoder``: the student's)."""
+    batch = encoder.encode(data.texts, data.pairs, seq_len=student.config.seq_len)
+    return model_inputs(student.config, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+
+
+def calibration_inputs(student: XLNetStudent, encoder, train, seed: int) -> list:
+    """A seeded sample of real training texts for static int8 calibration (the exporters and QAT use the same)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    picked = sorted(rng.choice(len(train), size=min(CALIBRATION_SAMPLES, len(train)), replace=False).tolist())
+    return encode_for(student, encoder, train.subset(picked))
+
+
 def model_inputs(config: StudentConfig, input_ids, attention_mask, token_type_ids=None) -> list:
     """Numpy arrays [N, L] in the exported input order, from an encoded batch (N samples of one length L)."""
     import numpy as np
