@@ -648,14 +648,9 @@ def distill(
     # Resumed inside the quantization-aware epochs (a checkpoint of plain epochs starts them afresh: the pipeline's
     # extra QAT epoch continues a finished distillation this way).
     if settings.qat_epochs and state.get("qat_from_epoch"):
-        from toolkit.qat import QuantAware
-
-        reference_train, reference_dev = float_reference(plain_student, training, dev, out_dir, log)
-        training = replace(training, soft_targets=reference_train)
-        qat = QuantAware(plain_student)
-        if qat_state is not None:
-            qat.load_state_dict(qat_state)
-        scheduler = quant_aware_schedule(optimizer, steps_per_epoch * settings.qat_epochs)
+        qat, training, reference_dev, scheduler = start_quant_aware(
+            plain_student, training, dev, out_dir, optimizer, steps_per_epoch * settings.qat_epochs, log, qat_state
+        )
         scheduler.load_state_dict(saved["scheduler"])
     if matcher is not None:  # its gradients are averaged over the processes too
         student, matcher, optimizer = accelerator.prepare(student, matcher, optimizer)
@@ -675,8 +670,6 @@ def distill(
                 break
             continue  # skip to the quantization-aware epochs: they make the student the int8 one
         if epoch >= qat_start and qat is None:
-            from toolkit.qat import QuantAware
-
             log(f"quantization-aware training from epoch {epoch + 1}: fake-quantized int8 tensors, learning the float "
                 "student's own logits; the best quantization-aware epoch is kept")  # fmt: skip
             best = out_dir / STUDENT_WEIGHTS
@@ -685,11 +678,10 @@ def distill(
 
                 plain_student.load_state_dict(load_file(str(best)))
                 log(f"quantization-aware training starts from the best distilled epoch ({state['best_epoch']})")
-            reference_train, reference_dev = float_reference(plain_student, training, dev, out_dir, log)
-            training = replace(training, soft_targets=reference_train)
-            qat = QuantAware(plain_student)
-            qat.calibrate(calibration_batches(plain_student, student_encoder, train))
-            scheduler = quant_aware_schedule(optimizer, steps_per_epoch * settings.qat_epochs)
+            qat, training, reference_dev, scheduler = start_quant_aware(
+                plain_student, training, dev, out_dir, optimizer, steps_per_epoch * settings.qat_epochs, log,
+                calibration=calibration_batches(plain_student, student_encoder, train),
+            )
             state.update(best_accuracy=-1.0, stale=0, qat_from_epoch=epoch + 1)
         # QAT epochs without dropout: the int8 model they simulate has none, and its fixed ranges were calibrated
         # without it (dropout's 1/(1-p) scaling would push activations past them and clip their gradients).
@@ -706,8 +698,8 @@ def distill(
             ids, mask, types, _ = training.encode(idx)
             batch = (ids.to(accelerator.device), mask.to(accelerator.device), types.to(accelerator.device), idx)
             loss = train_step(student, batch, training, settings if qat is None else qat_settings, optimizer,
-                              scheduler, params, layers=layers if qat is None else None, plain=plain_student, weight=weight, backward=accelerator.backward,
-                              clip=accelerator.clip_grad_norm_)  # fmt: skip
+                              scheduler, params, layers=layers if qat is None else None, plain=plain_student,
+                              weight=weight, backward=accelerator.backward, clip=accelerator.clip_grad_norm_)  # fmt: skip
             progress.update(1)
             progress.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", best_dev=f"{state['best_accuracy']:.3f}",
                                  refresh=False)  # drawn with the next redraw: a line per step floods piped logs
@@ -806,6 +798,24 @@ def distill(
         atomic_write_json(out_dir / REPORT, report)
     accelerator.wait_for_everyone()  # every process returns once the student and the report are on disk
     return DistillResult(out_dir, report)
+
+
+def start_quant_aware(student: XLNetStudent, training: "TrainingSet", dev: LabelledData, out_dir: Path, optimizer,
+                      steps: int, log, saved_ranges: dict | None = None, calibration: list[tuple] | None = None):
+    """Switch the loop to quantization-aware training: the float student's logits become the target, every op is
+    fake-quantized with ranges from ``calibration`` (QAT begins) or ``saved_ranges`` (a resumed run), and the
+    learning rate follows the QAT schedule over ``steps``. Returns (QuantAware, training set, float dev logits,
+    scheduler)."""
+    from toolkit.qat import QuantAware
+
+    reference_train, reference_dev = float_reference(student, training, dev, out_dir, log)
+    qat = QuantAware(student)
+    if saved_ranges is not None:
+        qat.load_state_dict(saved_ranges)
+    if calibration is not None:
+        qat.calibrate(calibration)
+    scheduler = quant_aware_schedule(optimizer, steps)
+    return qat, replace(training, soft_targets=reference_train), reference_dev, scheduler
 
 
 def float_reference(student: XLNetStudent, training: "TrainingSet", dev: LabelledData, out_dir: Path, log):
