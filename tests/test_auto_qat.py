@@ -1,6 +1,9 @@
 """Automatic quantization-aware training: the pipeline retrains a student whose post-training static int8 artifact
 fails its host check (its own file, so pytest-xdist runs it beside the other QAT tests)."""
 
+import json
+
+import pytest
 import torch
 import yaml
 
@@ -9,13 +12,16 @@ from toolkit.distill import DistillSettings
 from toolkit.student import load_student
 
 
+@pytest.mark.parametrize("qat_helps", [True, False], ids=["qat-kept", "post-training-kept"])
 def test_a_failing_static_int8_artifact_is_retrained_quantization_aware(tiny_teacher_dir, small_data, tmp_path,
-                                                                          monkeypatch):
+                                                                          monkeypatch, qat_helps):
     """Post-training static int8 outside the profile's tolerances: the pipeline trains one more epoch
-    quantization-aware (profile ``student.auto_qat``) and exports every artifact again from that student.
+    quantization-aware (profile ``student.auto_qat``) and exports every artifact again from that student; when
+    that round fails as often, the bundle goes back to the post-training student and its artifacts.
 
-    The first host check is made to fail: a stand-in for post-training int8 losing agreement, which a tiny random
-    teacher's near-constant student cannot be made to do reliably. Everything after it is the real pipeline.
+    The first host check (and, for ``qat_helps=False``, the second) is made to fail: a stand-in for int8 losing
+    agreement, which a tiny random teacher's near-constant student cannot be made to do reliably. Everything after
+    it is the real pipeline.
     """
     import toolkit.pipeline as pipeline
     from toolkit.profiles import load_profile, shipped_profile_paths
@@ -25,7 +31,7 @@ def test_a_failing_static_int8_artifact_is_retrained_quantization_aware(tiny_tea
     def first_check_fails(*args, **kwargs):
         result = real_check(*args, **kwargs)
         calls.append(result)
-        if len(calls) == 1:
+        if len(calls) == 1 or not qat_helps:
             result.update(passed=False, failures=["stand-in: post-training int8 lost agreement"])
         return result
 
@@ -40,6 +46,19 @@ def test_a_failing_static_int8_artifact_is_retrained_quantization_aware(tiny_tea
     lines = []
     spec = pipeline.RunSpec(profile, train, dev, tiny_teacher_dir, DistillSettings(epochs=2, batch_size=32),
                             emulate=False)  # fmt: skip
+    bundle = tmp_path / "out" / "tiny-auto-qat"
+    if not qat_helps:
+        with pytest.raises(pipeline.ExportFailed):
+            pipeline.export_bundle(spec, tmp_path / "out", log=lines.append)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert len(calls) == 2 and not manifest["validation"]["passed"]
+        assert any("keeps the post-training student" in str(line) for line in lines)
+        assert manifest["stages"]["qat"]["kept"] is False and not manifest["student"]["distill"]["qat_from_epoch"]
+        first = json.loads((bundle / "work" / "records" / "pte-int8-static.json").read_text())
+        (artifact,) = manifest["artifacts"]
+        assert artifact["sha256"] == first["sha256"] and (bundle / artifact["file"]).is_file()  # the first round's
+        assert "whose artifacts failed as often" in (bundle / "report.html").read_text()
+        return
     manifest = pipeline.export_bundle(spec, tmp_path / "out", log=lines.append)
     assert len(calls) == 2 and manifest["validation"]["passed"]
     assert any("training the student one more epoch quantization-aware" in str(line) for line in lines)
@@ -47,7 +66,6 @@ def test_a_failing_static_int8_artifact_is_retrained_quantization_aware(tiny_tea
     distilled = manifest["student"]["distill"]
     assert distilled["qat_from_epoch"] == 3 and distilled["epochs_run"] == 3  # the extra, quantization-aware epoch
     assert 0 <= distilled["agreement_with_float"] <= 1  # the int8-simulated student against its float self
-    bundle = tmp_path / "out" / "tiny-auto-qat"
     qat_student = load_student(bundle / "work" / "student-qat")
     assert on_per_channel_grid(qat_student.layers[0].ff.layer_1.weight.detach())
     assert [p.relative_to(bundle).as_posix() for p in bundle.glob("*/*.pte")] == ["models/pte-int8-static.pte"]

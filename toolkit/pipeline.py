@@ -146,6 +146,11 @@ def stage_qat(plan: Plan, spec: RunSpec, teacher_dir: Path, work: Path, log: Log
     return student_dir
 
 
+def first_round_validity(work: Path) -> dict[str, bool]:
+    """Whether each artifact of the post-training round passed its host check (its records in ``work``)."""
+    return {path.stem: json.loads(path.read_text())["valid"] for path in sorted((work / "records").glob("*.json"))}
+
+
 def distilled_already(student_dir: Path) -> bool:
     report_path = student_dir / DISTILL_REPORT
     return report_path.is_file() and bool(json.loads(report_path.read_text()).get("finished"))
@@ -692,20 +697,32 @@ def export_bundle(spec: RunSpec, out_dir: Path, overwrite: bool = False, log: Lo
         failed = qat_candidates(records, staged)
     if qat_done or failed:
         # Post-training static int8 lost too much: one quantization-aware epoch, then every artifact again from
-        # that student (the bundle holds one student); the first round's files leave the bundle.
+        # that student (the bundle holds one student). The first round's files wait in work/unchecked, where
+        # stage_export_and_check takes them back from if the quantization-aware round fails as often.
         started = time.time()
         if failed:
             log(f"{', '.join(failed)}: post-training int8 lost accuracy or agreement beyond the profile's "
                 "tolerances; training the student one more epoch quantization-aware (profile: student.auto_qat)")
             for record in records:
-                (bundle / record.file).unlink(missing_ok=True)
+                move_into(bundle / record.file, work / "unchecked" / Path(record.file).name)
         student_dir = stage_qat(plan, spec, teacher_dir, work, log)
         release_memory()
-        stages["qat"] = {"seconds": round(time.time() - started, 1)}
+        stages["qat"] = {"seconds": round(time.time() - started, 1), "kept": True}
         round_work = work / "qat"  # this round's records, reference logits and emulator results
         round_work.mkdir(exist_ok=True)
         distilled = Distilled.load(student_dir, staged.dev, round_work)
         records = stage_export_and_check(staged, distilled, bundle, round_work, log, timings)
+        first_failures = [name for name, valid in first_round_validity(work).items() if not valid]
+        still = [r.name for r in records if not r.valid]
+        if still and len(still) >= len(first_failures):
+            log(f"{', '.join(still)}: still outside the tolerances after quantization-aware training; the bundle "
+                "keeps the post-training student and its artifacts")
+            for record in records:
+                move_into(bundle / record.file, round_work / "unchecked" / Path(record.file).name)
+            stages["qat"]["kept"] = False
+            round_work = work
+            distilled = Distilled.load(work / "student", staged.dev, work)
+            records = stage_export_and_check(staged, distilled, bundle, work, log, timings)
     stages.update({name: {"seconds": round(seconds, 1)} for name, seconds in timings.items()})
 
     started = timed(4, names[3])
