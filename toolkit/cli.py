@@ -162,7 +162,7 @@ def teacher_train(
     eval_: Path = typer.Option(None, "--eval", help="Dev file; default: bundled SST-2 dev."),
     layers: int = typer.Option(6, help="XLNet layers."),
     d_model: int = typer.Option(256, help="Hidden width."),
-    epochs: int = typer.Option(3, help="Training epochs (the best dev epoch is kept)."),
+    epochs: int = typer.Option(2, help="Training epochs (the best dev epoch is kept)."),
     seed: int = typer.Option(0),
     text_column: str = TextColumn,
     pair_column: str = PairColumn,

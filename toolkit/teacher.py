@@ -387,7 +387,9 @@ class TeacherRecipe:
     d_model: int = 128
     n_head: int = 4
     d_inner: int = 512
-    epochs: int = 3
+    # 2 epochs: on the bundled 20,000-phrase sample this reached dev 0.8062 in 129 s where 3 epochs (lr decaying
+    # over a longer schedule) reached 0.7764 in 190 s, on 2 cores.
+    epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_ratio: float = 0.06
