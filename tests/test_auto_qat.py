@@ -12,30 +12,29 @@ from toolkit.distill import DistillSettings
 from toolkit.student import load_student
 
 
-@pytest.mark.parametrize("qat_helps", [True, False], ids=["qat-kept", "post-training-kept"])
 def test_a_failing_static_int8_artifact_is_retrained_quantization_aware(tiny_teacher_dir, small_data, tmp_path,
-                                                                          monkeypatch, qat_helps):
+                                                                          monkeypatch):
     """Post-training static int8 outside the profile's tolerances: the pipeline trains one more epoch
     quantization-aware (profile ``student.auto_qat``) and exports every artifact again from that student; when
     that round fails as often, the bundle goes back to the post-training student and its artifacts.
 
-    The first host check (and, for ``qat_helps=False``, the second) is made to fail: a stand-in for int8 losing
-    agreement, which a tiny random teacher's near-constant student cannot be made to do reliably. Everything after
-    it is the real pipeline.
+    The first host check is made to fail: a stand-in for int8 losing agreement, which a tiny random teacher's
+    near-constant student cannot be made to do reliably. Everything after it is the real pipeline. Then the same run,
+    resumed with the quantization-aware round's check undone, is made to fail that check too.
     """
     import toolkit.pipeline as pipeline
     from toolkit.profiles import load_profile, shipped_profile_paths
 
-    real_check, calls = pipeline.host_check, []
+    real_check, calls, failing = pipeline.host_check, [], {1}
 
-    def first_check_fails(*args, **kwargs):
+    def chosen_checks_fail(*args, **kwargs):
         result = real_check(*args, **kwargs)
         calls.append(result)
-        if len(calls) == 1 or not qat_helps:
+        if len(calls) in failing:
             result.update(passed=False, failures=["stand-in: post-training int8 lost agreement"])
         return result
 
-    monkeypatch.setattr(pipeline, "host_check", first_check_fails)
+    monkeypatch.setattr(pipeline, "host_check", chosen_checks_fail)
     data = yaml.safe_load(shipped_profile_paths()["arm64-cpu"].read_text())
     data.update(name="tiny-auto-qat", sequence_length=32, sequence_lengths=[32])
     data["artifacts"] = [{"format": "pte", "recipe": "int8-static", "runtime": "executorch", "delegate": "xnnpack"}]
@@ -47,22 +46,10 @@ def test_a_failing_static_int8_artifact_is_retrained_quantization_aware(tiny_tea
     spec = pipeline.RunSpec(profile, train, dev, tiny_teacher_dir, DistillSettings(epochs=2, batch_size=32),
                             emulate=False)  # fmt: skip
     bundle = tmp_path / "out" / "tiny-auto-qat"
-    if not qat_helps:
-        with pytest.raises(pipeline.ExportFailed):
-            pipeline.export_bundle(spec, tmp_path / "out", log=lines.append)
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        assert len(calls) == 2 and not manifest["validation"]["passed"]
-        assert any("keeps the post-training student" in str(line) for line in lines)
-        assert manifest["stages"]["qat"]["kept"] is False and not manifest["student"]["distill"]["qat_from_epoch"]
-        first = json.loads((bundle / "work" / "records" / "pte-int8-static.json").read_text())
-        (artifact,) = manifest["artifacts"]
-        assert artifact["sha256"] == first["sha256"] and (bundle / artifact["file"]).is_file()  # the first round's
-        assert "whose artifacts failed as often" in (bundle / "report.html").read_text()
-        return
     manifest = pipeline.export_bundle(spec, tmp_path / "out", log=lines.append)
     assert len(calls) == 2 and manifest["validation"]["passed"]
     assert any("training the student one more epoch quantization-aware" in str(line) for line in lines)
-    assert "qat" in manifest["stages"]
+    assert manifest["stages"]["qat"]["kept"] is True
     distilled = manifest["student"]["distill"]
     assert distilled["qat_from_epoch"] == 3 and distilled["epochs_run"] == 3  # the extra, quantization-aware epoch
     assert 0 <= distilled["agreement_with_float"] <= 1  # the int8-simulated student against its float self
@@ -71,6 +58,24 @@ def test_a_failing_static_int8_artifact_is_retrained_quantization_aware(tiny_tea
     assert [p.relative_to(bundle).as_posix() for p in bundle.glob("*/*.pte")] == ["models/pte-int8-static.pte"]
     report = (bundle / "report.html").read_text()
     assert "Quantization-aware from epoch 3 (added by the pipeline" in report and "reproduce its float self" in report
+
+    # The quantization-aware round fails as often: undo its check (and the finished manifest), fail it, resume.
+    first = json.loads((bundle / "work" / "records" / "pte-int8-static.json").read_text())
+    assert not first["valid"] and (bundle / "work" / "unchecked" / "pte-int8-static.pte").is_file()  # kept aside
+    for path in [bundle / "manifest.json", bundle / "models" / "pte-int8-static.pte",
+                 *(bundle / "work" / "qat" / "records").glob("*.json")]:  # fmt: skip
+        path.unlink()
+    failing.add(3)
+    lines.clear()
+    with pytest.raises(pipeline.ExportFailed):
+        pipeline.export_bundle(spec, tmp_path / "out", log=lines.append)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert len(calls) == 3 and not manifest["validation"]["passed"]
+    assert any("keeps the post-training student" in str(line) for line in lines)
+    assert manifest["stages"]["qat"]["kept"] is False and not manifest["student"]["distill"]["qat_from_epoch"]
+    (artifact,) = manifest["artifacts"]
+    assert artifact["sha256"] == first["sha256"] and (bundle / artifact["file"]).is_file()  # the first round's file
+    assert "whose artifacts failed as often" in (bundle / "report.html").read_text()
 
 
 def test_auto_qat_waits_for_the_profile_and_an_explicit_choice():
