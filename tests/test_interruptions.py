@@ -261,7 +261,8 @@ KILL_POINTS = [
 SLOW = {"distill-start-SIGKILL", "export-start-SIGKILL", "emulator-stage-SIGKILL",
         "after-epoch-1-checkpoint-SIGKILL",  # distillation's resume is also tested in process (test_distill)
         "mid-export-pte-SIGKILL",  # lands where mid-export-SIGINT does: both artifacts exporting in their workers
-        "first-artifact-recorded-SIGKILL"}
+        "first-artifact-recorded-SIGKILL",
+        "bundle-stage-SIGINT"}  # after every artifact is recorded, as emulator-stage-SIGKILL; SIGINT: mid-export-SIGINT
 KNOWN: dict = {}  # product bugs a kill point exposes, as xfail marks (none open)
 
 
