@@ -1,13 +1,14 @@
 """Probe: PT2E quantization-aware training of the exact ExecuTorch int8-static graph vs post-training, on a bench student.
 
-The student's fixed-length program is exported, prepared with the XNNPACK quantizer (static, per channel; the
-exporter's min/max ranges for the post-training q/dq graph, PT2E's QAT config for the trained one), calibrated on the
-exporters' 256 texts, then trained (self-distillation to the fp32 logits, T = 2, AdamW, linear decay, 32 samples per
-step at the profile's length, no dropout: the graph is exported in eval mode and kept there) on up to 16,000 training texts.
-Prints each converted q/dq graph's argmax agreement with the fp32 student on the whole dev set (the q/dq graph run
-in PyTorch agreed with the lowered .pte within 0.1 point).
+The student's fixed-length program with the exporter's XNNPACK op variants (the graph ``int8-static`` lowers) is
+exported, prepared with the XNNPACK quantizer (static, per channel; the exporter's min/max ranges for the
+post-training q/dq graph, PT2E's QAT config for the trained one), calibrated on the exporters' 256 texts, then
+trained (self-distillation to the fp32 logits, T = 2, AdamW, linear decay, 32 samples per step at the profile's
+length, no dropout: the graph is exported in eval mode and kept there) on up to 16,000 training texts. Prints each
+converted q/dq graph's argmax agreement with the fp32 student on the whole dev set, then lowers the trained graph to
+``pt2e-qat-probe.pte`` beside the student folder and prints that program's agreement run by ExecuTorch.
 
-    python bench/pt2e_qat_probe.py out/bench-distill/sst2/0.25/prune/student sst2 EPOCHS LR_SCALE
+    python bench/pt2e_qat_probe.py out/bench-distill/sst2-1k/0.1/today/student sst2-1k EPOCHS LR_SCALE
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def main() -> None:
     # The .pte: the trained graph converted and lowered as the exporter lowers its post-training one.
     example = tuple(torch.from_numpy(a[:1]) for a in calibration)
     program = torch.export.export(convert_pt2e(qat), example)
-    path = Path(folder) / "pt2e-qat-probe.pte"
+    path = Path(folder).parent / "pt2e-qat-probe.pte"  # beside the student folder (bench output, not shipped)
     _lower_and_write({"forward": Prepared(program, {})}, path)
     logits = run_pte(path, dev_inputs)
     print(f".pte (ExecuTorch runtime): {float((logits.argmax(1) == reference.numpy()).mean()):.4f}", flush=True)
