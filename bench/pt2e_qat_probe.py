@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill import task_data  # noqa: E402
 
 from toolkit.data import unlabelled  # noqa: E402
+from toolkit.distill import kd_loss  # noqa: E402
 from toolkit.export_pte import Prepared, _lower_and_write, _with_min_max_activations, run_pte  # noqa: E402
 from toolkit.student import FixedLengthClassifier, calibration_inputs, encode_for, load_student  # noqa: E402
 from toolkit.tokenizer import XLNetTextEncoder  # noqa: E402
@@ -101,8 +101,7 @@ def main() -> None:
             optimizer.zero_grad()
             for i in order[start : start + STEP]:
                 logits = qat(*(torch.from_numpy(np.ascontiguousarray(a[i : i + 1])) for a in train_inputs))
-                loss = 4.0 * F.kl_div(F.log_softmax(logits / 2, -1), F.log_softmax(targets[i : i + 1] / 2, -1),
-                                      reduction="batchmean", log_target=True)  # fmt: skip
+                loss = kd_loss(logits, targets[i : i + 1], logits.argmax(-1), temperature=2.0, kd_weight=1.0)
                 (loss / STEP).backward()
             torch.nn.utils.clip_grad_norm_(qat.parameters(), 1.0)
             optimizer.step()
