@@ -680,7 +680,7 @@ def distill(
                 log(f"quantization-aware training starts from the best distilled epoch ({state['best_epoch']})")
             qat, training, reference_dev, scheduler = start_quant_aware(
                 plain_student, training, dev, out_dir, optimizer, steps_per_epoch * settings.qat_epochs, log,
-                calibration=calibration_batches(plain_student, student_encoder, train),
+                calibration=calibration_batches(plain_student, student_encoder, train, profile.validation.seed),
             )
             state.update(best_accuracy=-1.0, stale=0, qat_from_epoch=epoch + 1)
         # QAT epochs without dropout: the int8 model they simulate has none, and its fixed ranges were calibrated
@@ -834,12 +834,14 @@ def float_reference(student: XLNetStudent, training: "TrainingSet", dev: Labelle
     return train_logits, dev_logits.numpy()
 
 
-def calibration_batches(student: XLNetStudent, encoder: XLNetTextEncoder, train: LabelledData) -> list[tuple]:
-    """The exporters' static int8 calibration texts (``pipeline.calibration_inputs``) as forward arguments, one
-    text at a time at the profile's length: quantization-aware training fixes its ranges on exactly these."""
+def calibration_batches(student: XLNetStudent, encoder: XLNetTextEncoder, train: LabelledData,
+                        seed: int = 0) -> list[tuple]:
+    """The exporters' static int8 calibration texts (``calibration_inputs`` with the profile's validation ``seed``,
+    as the pipeline draws them) as forward arguments, one text at a time at the profile's length:
+    quantization-aware training fixes its ranges on exactly these."""
     from toolkit.student import calibration_inputs
 
-    arrays = calibration_inputs(student, encoder, train, 0)
+    arrays = calibration_inputs(student, encoder, train, seed)
     batches = []
     for i in range(len(arrays[0])):
         ids, mask = torch.from_numpy(arrays[0][i : i + 1]).long(), torch.from_numpy(arrays[1][i : i + 1])
