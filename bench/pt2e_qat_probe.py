@@ -8,7 +8,22 @@ length, no dropout: the graph is exported in eval mode and kept there) on up to 
 converted q/dq graph's argmax agreement with the fp32 student on the whole dev set, then lowers the trained graph to
 ``pt2e-qat-probe.pte`` beside the student folder and prints that program's agreement run by ExecuTorch.
 
-    python bench/pt2e_qat_probe.py out/bench-distill/sst2-1k/0.1/today/student sst2-1k EPOCHS LR_SCALE
+    python bench/pt2e_qat_probe.py out/bench-distill/sst2-1k/0.1/today/student sst2-1k EPOCHS LR_SCALE [RANGES] [NORMS] [GRAPH]
+
+RANGES ``moving`` (default): PT2E's QAT config, activation ranges a moving average updated while training.
+``minmax``: the fake-quantizers start from the exporter's post-training ranges (min/max over the same calibration
+texts, observed in float) and the activation ranges stay frozen while the weights train (weight ranges follow the
+weights, per channel, as the exporter's would). ``grouped``: PT2E's moving averages, but of each range over STEP
+consecutive samples (what a batch of STEP gives; the exact graph runs one sample at a time, and moving averages of
+single sentences' ranges clip more).
+
+NORMS ``int8`` (default): the exporter's recipe, every add and mul quantized, the LayerNorms' own (the
+``MeanPoolLayerNorm`` the XNNPACK variants use) included. ``float``: the LayerNorms' ops are left in float (still
+XNNPACK ops; only their inputs and outputs are quantized), for PTQ and QAT alike.
+
+GRAPH ``xnnpack`` (default): the graph the exporter lowers. ``plain``: the student without the XNNPACK op variants
+(native LayerNorm, which the quantizer leaves in float, and 4-D attention matmuls), to compare with; its ``.pte``
+runs the LayerNorms outside the delegate.
 """
 
 from __future__ import annotations
@@ -30,7 +45,7 @@ from distill import task_data  # noqa: E402
 from toolkit.data import unlabelled  # noqa: E402
 from toolkit.distill import kd_loss  # noqa: E402
 from toolkit.export_pte import Prepared, _lower_and_write, _with_min_max_activations, run_pte  # noqa: E402
-from toolkit.student import FixedLengthClassifier, calibration_inputs, encode_for, load_student  # noqa: E402
+from toolkit.student import FixedLengthClassifier, MeanPoolLayerNorm, calibration_inputs, encode_for, load_student  # noqa: E402
 from toolkit.tokenizer import XLNetTextEncoder  # noqa: E402
 
 BATCH = 1  # the XNNPACK op variants (the graph the exporter lowers) run one sample at a time
@@ -58,6 +73,85 @@ def calibrated(prepared, calibration: list[np.ndarray]):
     return prepared
 
 
+def min_max_qat_config(static):
+    """The exporter's static config as fake-quantizers: min/max observers (activations per tensor, weights per channel)."""
+    import dataclasses
+
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantize
+    from torchao.quantization.pt2e.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    activation = dataclasses.replace(
+        static.input_activation, observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=MinMaxObserver, eps=2**-12)
+    )
+    weight = dataclasses.replace(
+        static.weight, observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=PerChannelMinMaxObserver, eps=2**-12)
+    )
+    return dataclasses.replace(static, input_activation=activation, output_activation=activation, weight=weight,
+                               is_qat=True)
+
+
+def grouped_config(qat_config):
+    """PT2E's QAT config with activation ranges averaged over groups of STEP samples (see the docstring)."""
+    import dataclasses
+
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantize
+    from torchao.quantization.pt2e.observer import MovingAverageMinMaxObserver
+
+    class GroupedMovingAverage(MovingAverageMinMaxObserver):
+        """The first sample sets the range; then every STEP samples move it toward that group's min/max."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.seen = 0
+            self.group_min, self.group_max = float("inf"), float("-inf")
+
+        def forward(self, x_orig):
+            x = x_orig.detach().to(self.min_val.dtype)
+            if self.seen == 0:
+                return super().forward(x_orig)  # sets min/max
+            low, high = torch.aminmax(x)
+            self.group_min, self.group_max = min(self.group_min, float(low)), max(self.group_max, float(high))
+            self.seen += 1
+            if self.seen % STEP == 0:
+                self.min_val.add_(self.averaging_constant * (self.group_min - self.min_val))
+                self.max_val.add_(self.averaging_constant * (self.group_max - self.max_val))
+                self.group_min, self.group_max = float("inf"), float("-inf")
+            return x_orig
+
+        def reset_min_max_vals(self):
+            super().reset_min_max_vals()
+            self.seen = 0
+
+    original = GroupedMovingAverage.forward
+
+    def forward(self, x_orig):  # count the first sample too
+        out = original(self, x_orig)
+        if self.seen == 0:
+            self.seen = 1
+        return out
+
+    GroupedMovingAverage.forward = forward
+    activation = dataclasses.replace(qat_config.input_activation, observer_or_fake_quant_ctr=FakeQuantize.with_args(
+        observer=GroupedMovingAverage, eps=2**-12))
+    return dataclasses.replace(qat_config, input_activation=activation, output_activation=activation)
+
+
+def calibrated_min_max(prepared, calibration: list[np.ndarray]):
+    """Observe float activations (fake-quant off) like the post-training recipe, then freeze activation ranges."""
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantize
+    from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
+
+    quantizers = [m for m in prepared.modules() if isinstance(m, FakeQuantize)]
+    for quantizer in quantizers:
+        quantizer.disable_fake_quant()
+    calibrated(prepared, calibration)
+    for quantizer in quantizers:
+        quantizer.enable_fake_quant()
+        if not isinstance(quantizer.activation_post_process, PerChannelMinMaxObserver):
+            quantizer.disable_observer()  # activation ranges: the exporter's, fixed
+    return prepared
+
+
 def main() -> None:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -66,11 +160,20 @@ def main() -> None:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
     folder, task, epochs, lr_scale = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    ranges = sys.argv[5] if len(sys.argv) > 5 else "moving"
+    norms = sys.argv[6] if len(sys.argv) > 6 else "int8"
+    graph = sys.argv[7] if len(sys.argv) > 7 else "xnnpack"
+
+    def quantizer_for(config):
+        quantizer = XNNPACKQuantizer().set_global(config)
+        return quantizer.set_module_type(MeanPoolLayerNorm, None) if norms == "float" else quantizer
+
     torch.manual_seed(0)
     _, train, dev, _ = task_data(task)
     student = load_student(folder).eval()
     encoder = XLNetTextEncoder.from_pretrained(folder)
-    module = FixedLengthClassifier(student.with_op_variants(xnnpack=True)).eval()  # the graph the exporter lowers
+    variants = student.with_op_variants(xnnpack=graph == "xnnpack")  # xnnpack: the graph the exporter lowers
+    module = FixedLengthClassifier(variants).eval()
     dev_inputs = encode_for(student, encoder, dev)
     reference = run(module, dev_inputs).argmax(1)
 
@@ -80,12 +183,18 @@ def main() -> None:
     calibration = calibration_inputs(student, encoder, train, 0)
     exported = torch.export.export(module, next(batches(calibration))).module()
     static = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-    ptq = prepare_pt2e(copy.deepcopy(exported), XNNPACKQuantizer().set_global(_with_min_max_activations(static)))
+    ptq = prepare_pt2e(copy.deepcopy(exported), quantizer_for(_with_min_max_activations(static)))
     print(f"post-training q/dq graph (the exporter's recipe): {agreement(convert_pt2e(calibrated(ptq, calibration))):.4f}")
 
-    qat_config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False, is_qat=True)
-    qat = calibrated(prepare_qat_pt2e(copy.deepcopy(exported), XNNPACKQuantizer().set_global(qat_config)), calibration)
-    print(f"QAT start (moving-average ranges): {agreement(convert_pt2e(copy.deepcopy(qat))):.4f}", flush=True)
+    if ranges == "minmax":
+        quantizer = quantizer_for(min_max_qat_config(static))
+        qat = calibrated_min_max(prepare_qat_pt2e(copy.deepcopy(exported), quantizer), calibration)
+    else:
+        qat_config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False, is_qat=True)
+        if ranges == "grouped":
+            qat_config = grouped_config(qat_config)
+        qat = calibrated(prepare_qat_pt2e(copy.deepcopy(exported), quantizer_for(qat_config)), calibration)
+    print(f"QAT start ({ranges} ranges): {agreement(convert_pt2e(copy.deepcopy(qat))):.4f}", flush=True)
     texts = list(train.texts)
     if len(texts) > TRAIN_CAP:
         texts = random.Random(0).sample(texts, TRAIN_CAP)
