@@ -15,7 +15,8 @@ RANGES ``moving`` (default): PT2E's QAT config, activation ranges a moving avera
 texts, observed in float) and the activation ranges stay frozen while the weights train (weight ranges follow the
 weights, per channel, as the exporter's would). ``grouped``: PT2E's moving averages, but of each range over STEP
 consecutive samples (what a batch of STEP gives; the exact graph runs one sample at a time, and moving averages of
-single sentences' ranges clip more).
+single sentences' ranges clip more). ``histogram``: as ``minmax`` (calibrated in float, then frozen) with the XNNPACK
+quantizer's default histogram observer for the activation ranges.
 
 NORMS ``int8`` (default): the exporter's recipe, every add and mul quantized, the LayerNorms' own (the
 ``MeanPoolLayerNorm`` the XNNPACK variants use) included. ``float``: the LayerNorms' ops are left in float (still
@@ -73,7 +74,7 @@ def calibrated(prepared, calibration: list[np.ndarray]):
     return prepared
 
 
-def min_max_qat_config(static):
+def frozen_range_qat_config(static):
     """The exporter's static config as fake-quantizers: min/max observers (activations per tensor, weights per channel)."""
     import dataclasses
 
@@ -136,7 +137,26 @@ def grouped_config(qat_config):
     return dataclasses.replace(qat_config, input_activation=activation, output_activation=activation)
 
 
-def calibrated_min_max(prepared, calibration: list[np.ndarray]):
+def histogram_ranges(qat, observed):
+    """``qat``'s activation fake-quantizers take the ranges of ``observed`` (the same graph prepared post-training
+    with histogram observers and calibrated; a histogram inside a fake-quantizer would refit at every call), frozen."""
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantize
+    from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
+
+    for name, quantizer in qat.named_modules():
+        if isinstance(quantizer, FakeQuantize) and not isinstance(
+            quantizer.activation_post_process, PerChannelMinMaxObserver
+        ):
+            observer = observed.get_submodule(name)
+            quantizer.activation_post_process = observer
+            scale, zero_point = observer.calculate_qparams()
+            quantizer.scale.resize_(scale.shape).copy_(scale)
+            quantizer.zero_point.resize_(zero_point.shape).copy_(zero_point)
+            quantizer.disable_observer()
+    return qat
+
+
+def calibrated_frozen(prepared, calibration: list[np.ndarray]):
     """Observe float activations (fake-quant off) like the post-training recipe, then freeze activation ranges."""
     from torchao.quantization.pt2e.fake_quantize import FakeQuantize
     from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
@@ -187,8 +207,13 @@ def main() -> None:
     print(f"post-training q/dq graph (the exporter's recipe): {agreement(convert_pt2e(calibrated(ptq, calibration))):.4f}")
 
     if ranges == "minmax":
-        quantizer = quantizer_for(min_max_qat_config(static))
-        qat = calibrated_min_max(prepare_qat_pt2e(copy.deepcopy(exported), quantizer), calibration)
+        quantizer = quantizer_for(frozen_range_qat_config(static))
+        qat = calibrated_frozen(prepare_qat_pt2e(copy.deepcopy(exported), quantizer), calibration)
+    elif ranges == "histogram":
+        qat = calibrated_frozen(  # min/max first (weights observed), then the histogram's activation ranges
+            prepare_qat_pt2e(copy.deepcopy(exported), quantizer_for(frozen_range_qat_config(static))), calibration
+        )
+        qat = histogram_ranges(qat, calibrated(prepare_pt2e(copy.deepcopy(exported), quantizer_for(static)), calibration))
     else:
         qat_config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False, is_qat=True)
         if ranges == "grouped":
