@@ -14,6 +14,9 @@ Recipes (``Artifact.recipe`` for ``format: pte``), each registered with ``@regis
   LayerNorm stay float between dequantize/quantize pairs.
 * ``8da4w``: int8 dynamic activations and int4 weights (in groups of 128/64/32 that tile every row, else per
   channel) on every ``nn.Linear``, via torchao, as optimum-executorch's ``8da4w`` recipe; XNNPACK runs it.
+* ``int8-static-qat``: ``int8-static`` after quantization-aware training of the exact graph on the calibration
+  samples (PT2E QAT, ``toolkit/pt2e_qat.py``), with the XNNPACK quantizer's histogram activation ranges (the
+  ranges it trained with). For a student whose post-training ``int8-static`` agreement falls short.
 * ``int8-static-embedding``: ``int8-static`` plus the word-embedding table stored as uint8 rows (per-row scale),
   looked up by ExecuTorch's quantized ``embedding_byte`` kernel. Shrinks the file by ~3/4 of the table size.
 
@@ -111,6 +114,12 @@ def _calibration_samples(calibration: list[np.ndarray] | None, n_inputs: int) ->
     """Batch-1 tensors from the [N, L] arrays, behind a tqdm bar: observing ranges is the slow part of the export."""
     from tqdm import tqdm
 
+    _check_calibration(calibration, n_inputs)
+    count = len(calibration[0])
+    return tqdm((_sample(calibration, i) for i in range(count)), total=count, desc="calibrating int8", unit="sample")
+
+
+def _check_calibration(calibration: list[np.ndarray] | None, n_inputs: int) -> None:
     if not calibration or not len(calibration[0]):
         raise PteExportError(
             "static int8 needs calibration data: pass calibration=model_inputs(config, ...) of a sample of real "
@@ -118,8 +127,6 @@ def _calibration_samples(calibration: list[np.ndarray] | None, n_inputs: int) ->
         )
     if len(calibration) != n_inputs:
         raise PteExportError(f"calibration has {len(calibration)} arrays, the program takes {n_inputs} inputs")
-    count = len(calibration[0])
-    return tqdm((_sample(calibration, i) for i in range(count)), total=count, desc="calibrating int8", unit="sample")
 
 
 class _Int64IndexEmbedding(nn.Module):
@@ -174,6 +181,39 @@ def _prepare_int8_static(module, example, calibration) -> Prepared:
     samples = _calibration_samples(calibration, len(example))
     program = _pt2e_quantize(module, example, _xnnpack_static_quantizer(), samples)
     return Prepared(program, _static_details(len(calibration[0])))
+
+
+def _train_quantization_aware(module, example, calibration) -> nn.Module:
+    """The module with weights trained quantization-aware on the calibration samples (toolkit/pt2e_qat.py)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    from toolkit.pt2e_qat import trained_quantization_aware
+
+    _check_calibration(calibration, len(example))
+    samples = [_sample(calibration, i) for i in range(len(calibration[0]))]
+    histogram = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    return trained_quantization_aware(module, example, samples, histogram,
+                                      lambda config: XNNPACKQuantizer().set_global(config))  # fmt: skip
+
+
+@register_recipe("pte", "int8-static-qat", compute="int8", calibrates=True, trains=_train_quantization_aware)
+def _prepare_int8_static_qat(module, example, calibration) -> Prepared:
+    """int8-static trained quantization-aware on the calibration samples (PT2E QAT, histogram activation ranges)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    samples = _calibration_samples(calibration, len(example))
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    program = _pt2e_quantize(module, example, quantizer, samples)
+    details = _static_details(len(calibration[0]))
+    details["scheme"] = "int8 static after quantization-aware training (PT2E QAT on the calibration samples)"
+    details["activations"] = "int8 per tensor, histogram ranges from calibration (those it trained with)"
+    return Prepared(program, details)
 
 
 @register_recipe("pte", "int8-static-embedding", compute="int8", calibrates=True)
@@ -321,6 +361,10 @@ def export_pte(
     config = student.config
     lengths = sorted(lengths or [config.seq_len])
     module = FixedLengthClassifier(student.with_op_variants(xnnpack=True)).eval()  # every op inside XNNPACK
+    trains = get_recipe("pte", artifact.recipe).trains if artifact.recipe in recipe_names("pte") else None
+    if trains is not None:  # once, at the longest length: every method shares the trained weights
+        module = trains(module, example_inputs(config, lengths[-1]), None if calibration is None else
+                        at_length(calibration, lengths[-1])).eval()  # fmt: skip
     methods = {
         method_name(n): _prepare(artifact.recipe, module, example_inputs(config, n),
                                  None if calibration is None else at_length(calibration, n))

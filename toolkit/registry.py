@@ -44,6 +44,9 @@ class Recipe:
     exact: bool = False  # numerically the fp32 model: held to fp32_max_abs_logit_diff against the eager student
     calibrates: bool = False  # needs real training samples for activation ranges
     summary: str = ""
+    # Trains the module once on the calibration samples before any method is built (quantization-aware training):
+    # ``trains(module, example, calibration) -> module``; None for post-training recipes.
+    trains: Callable[..., Any] | None = None
 
     @property
     def is_float(self) -> bool:
@@ -86,14 +89,15 @@ _BACKENDS: dict[str, Backend] = {}
 _loaded = False
 
 
-def register_recipe(format: str, name: str, *, compute: Compute, exact: bool = False, calibrates: bool = False):
+def register_recipe(format: str, name: str, *, compute: Compute, exact: bool = False, calibrates: bool = False,
+                    trains: Callable[..., Any] | None = None):
     """Decorator: register ``build`` as recipe ``name`` of ``format`` (its docstring's first line is its summary)."""
 
     def decorator(build: Callable) -> Callable:
         if (format, name) in _RECIPES:
             raise ValueError(f"recipe '{name}' of format '{format}' is registered twice")
         summary = (inspect.getdoc(build) or "").split("\n")[0]
-        _RECIPES[(format, name)] = Recipe(format, name, build, compute, exact, calibrates, summary)
+        _RECIPES[(format, name)] = Recipe(format, name, build, compute, exact, calibrates, summary, trains)
         return build
 
     return decorator

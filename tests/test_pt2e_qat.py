@@ -1,0 +1,90 @@
+"""PT2E quantization-aware training of the exact int8-static graph (toolkit/pt2e_qat.py, recipe int8-static-qat).
+
+A tiny student: the training must lower its distillation loss, change the weights of a copy only, keep the float
+function close, and the recipe must train once for every length bucket (one set of weights in the .pte).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from toolkit.buckets import at_length, method_name
+from toolkit.export_pte import _sample, export_pte, run_pte
+from toolkit.profiles import Artifact
+from toolkit.pt2e_qat import trained_quantization_aware
+from toolkit.student import (
+    FixedLengthClassifier,
+    StudentConfig,
+    XLNetStudent,
+    eager_logits,
+    example_inputs,
+    model_inputs,
+)
+
+CONFIG = StudentConfig(vocab_size=300, d_model=32, n_layer=1, n_head=2, d_inner=64, num_labels=2, seq_len=16,
+                       dropout=0.0)  # fmt: skip
+
+
+def inputs(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(9, CONFIG.vocab_size, (n, CONFIG.seq_len)).astype(np.int32)
+    mask = np.ones_like(ids)
+    for row in range(n):
+        pads = int(rng.integers(0, CONFIG.seq_len - 4))
+        ids[row, :pads], mask[row, :pads] = 5, 0
+    ids[:, -2:] = [4, 3]
+    return model_inputs(CONFIG, ids, mask)
+
+
+def student() -> XLNetStudent:
+    torch.manual_seed(0)
+    return XLNetStudent(CONFIG).init_like_xlnet(std=0.2).eval()  # larger weights: logits that differ per text
+
+
+def test_training_lowers_the_loss_and_changes_only_a_copy():
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    module = FixedLengthClassifier(student().with_op_variants(xnnpack=True)).eval()
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    calibration = inputs(32, seed=1)
+    samples = [_sample(calibration, i) for i in range(32)]
+    losses: list[float] = []
+    trained = trained_quantization_aware(
+        module, example_inputs(CONFIG, CONFIG.seq_len), samples,
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False),
+        lambda config: XNNPACKQuantizer().set_global(config), epochs=4, losses=losses,
+    )  # fmt: skip
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    assert all(torch.equal(p, before[name]) for name, p in module.named_parameters()), "the input module is untouched"
+    changed = [name for name, p in trained.named_parameters() if not torch.equal(p, before[name])]
+    assert len(changed) > len(before) // 2, "training moved the weights"
+    check = inputs(16, seed=2)
+    with torch.no_grad():
+        original, after = (torch.cat([m(*_sample(check, i)) for i in range(16)]) for m in (module, trained))
+    assert (after - original).abs().max() < 0.1 * original.abs().max(), "self-distillation keeps the float function"
+
+
+def test_recipe_trains_once_for_every_bucket_and_each_bucket_stays_close(tmp_path, monkeypatch):
+    import toolkit.pt2e_qat
+
+    calls = []
+    train = toolkit.pt2e_qat.trained_quantization_aware
+    monkeypatch.setattr(toolkit.pt2e_qat, "trained_quantization_aware", lambda *a, **k: calls.append(1) or train(*a, **k))
+    model = student()
+    path = tmp_path / "qat.pte"
+    details = export_pte(model, Artifact(format="pte", recipe="int8-static-qat", runtime="executorch",
+                                         delegate="xnnpack"), path, calibration=inputs(32, seed=1), lengths=[8, 16])  # fmt: skip
+    assert len(calls) == 1, "one training for both buckets: every method shares its weights"
+    assert "quantization-aware" in details["quantization"]["scheme"]
+    check = inputs(12, seed=3)
+    reference = eager_logits(model, check)
+    bound = 0.1 * np.abs(reference).max()
+    assert np.abs(run_pte(path, check, method_name(16)) - reference).max() <= bound
+    fits = np.asarray(check[1]).sum(axis=1) <= 8  # texts that fit the short bucket
+    assert fits.sum() >= 2
+    short = run_pte(path, at_length([a[fits] for a in check], 8), method_name(8))
+    assert np.abs(short - reference[fits]).max() <= bound
