@@ -175,7 +175,7 @@ def _prepare_int8_dynamic(module, example, calibration) -> Prepared:
     return Prepared(torch.export.export(module, example), dict(DYNAMIC_DETAILS))
 
 
-@register_recipe("pte", "int8-static", compute="int8", calibrates=True)
+@register_recipe("pte", "int8-static", compute="int8", calibrates=True, qat_variant="int8-static-qat")
 def _prepare_int8_static(module, example, calibration) -> Prepared:
     """int8 weights and activations with ranges calibrated on training samples (PT2E, XNNPACK)."""
     samples = _calibration_samples(calibration, len(example))

@@ -226,10 +226,13 @@ def bucket_figures(lengths, inputs, reference, candidate, labels) -> list[dict]:
 def qat_hint(record: ArtifactRecord, check: dict, settings: DistillSettings, auto_qat: bool = False) -> str | None:
     """What to do when a post-training static int8 artifact fails its host check (None otherwise, or when the
     pipeline retrains quantization-aware by itself)."""
-    if check["passed"] or not get_recipe(record.format, record.recipe).calibrates or settings.qat_epochs or auto_qat:
+    recipe = get_recipe(record.format, record.recipe)
+    if check["passed"] or not recipe.calibrates or settings.qat_epochs or auto_qat:
         return None
+    variant = (f", or the profile recipe `{recipe.qat_variant}` trains this {record.format} program itself "
+               "quantization-aware") if recipe.qat_variant else ""
     return (f"{record.name}: post-training static int8 lost accuracy or agreement; `--qat-epochs 1` trains the "
-            "student one more epoch quantization-aware (README, Quantization-aware training)")
+            f"student one more epoch quantization-aware{variant} (README, Quantization-aware training)")
 
 
 def move_into(source: Path, target: Path) -> None:
