@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from toolkit.buckets import at_length, method_name
-from toolkit.export_pte import _sample, export_pte, run_pte
+from toolkit.export_pte import _float_norm_quantizer, _histogram_static_config, _sample, export_pte, run_pte
 from toolkit.profiles import Artifact
 from toolkit.pt2e_qat import trained_quantization_aware
 from toolkit.student import (
@@ -43,11 +43,6 @@ def student() -> XLNetStudent:
 
 
 def test_training_lowers_the_loss_and_changes_only_a_copy():
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-
     module = FixedLengthClassifier(student().with_op_variants(xnnpack=True)).eval()
     before = {name: p.detach().clone() for name, p in module.named_parameters()}
     calibration = inputs(32, seed=1)
@@ -55,8 +50,7 @@ def test_training_lowers_the_loss_and_changes_only_a_copy():
     losses: list[float] = []
     trained = trained_quantization_aware(
         module, example_inputs(CONFIG, CONFIG.seq_len), samples,
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False),
-        lambda config: XNNPACKQuantizer().set_global(config), epochs=4, losses=losses,
+        _histogram_static_config(), _float_norm_quantizer, epochs=4, losses=losses,
     )  # fmt: skip
     assert len(losses) == 4 and losses[-1] < losses[0], losses
     assert all(torch.equal(p, before[name]) for name, p in module.named_parameters()), "the input module is untouched"

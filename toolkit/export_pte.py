@@ -16,7 +16,8 @@ Recipes (``Artifact.recipe`` for ``format: pte``), each registered with ``@regis
   channel) on every ``nn.Linear``, via torchao, as optimum-executorch's ``8da4w`` recipe; XNNPACK runs it.
 * ``int8-static-qat``: ``int8-static`` after quantization-aware training of the exact graph on the calibration
   samples (PT2E QAT, ``toolkit/pt2e_qat.py``), with the XNNPACK quantizer's histogram activation ranges (the
-  ranges it trained with). For a student whose post-training ``int8-static`` agreement falls short.
+  ranges it trained with) and the LayerNorms' inner ops in float. For a student whose post-training ``int8-static``
+  agreement falls short (BENCHMARKS.md "int8-static vs int8-static-qat").
 * ``int8-static-embedding``: ``int8-static`` plus the word-embedding table stored as uint8 rows (per-row scale),
   looked up by ExecuTorch's quantized ``embedding_byte`` kernel. Shrinks the file by ~3/4 of the table size.
 
@@ -183,36 +184,41 @@ def _prepare_int8_static(module, example, calibration) -> Prepared:
     return Prepared(program, _static_details(len(calibration[0])))
 
 
+def _float_norm_quantizer(config):
+    """The XNNPACK quantizer with ``config`` everywhere but inside the LayerNorms (``MeanPoolLayerNorm``), whose
+    subtract, square, mean and rsqrt stay float: a per-tensor int8 variance can round to 0 (rsqrt: inf), which
+    made quantization-aware training diverge on a bench student."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    from toolkit.student import MeanPoolLayerNorm
+
+    return XNNPACKQuantizer().set_global(config).set_module_type(MeanPoolLayerNorm, None)
+
+
+def _histogram_static_config():
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    return get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)  # histogram activation ranges
+
+
 def _train_quantization_aware(module, example, calibration) -> nn.Module:
     """The module with weights trained quantization-aware on the calibration samples (toolkit/pt2e_qat.py)."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-
     from toolkit.pt2e_qat import trained_quantization_aware
 
     _check_calibration(calibration, len(example))
     samples = [_sample(calibration, i) for i in range(len(calibration[0]))]
-    histogram = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-    return trained_quantization_aware(module, example, samples, histogram,
-                                      lambda config: XNNPACKQuantizer().set_global(config))  # fmt: skip
+    return trained_quantization_aware(module, example, samples, _histogram_static_config(), _float_norm_quantizer)
 
 
 @register_recipe("pte", "int8-static-qat", compute="int8", calibrates=True, trains=_train_quantization_aware)
 def _prepare_int8_static_qat(module, example, calibration) -> Prepared:
     """int8-static trained quantization-aware on the calibration samples (PT2E QAT, histogram activation ranges)."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-
     samples = _calibration_samples(calibration, len(example))
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    program = _pt2e_quantize(module, example, quantizer, samples)
+    program = _pt2e_quantize(module, example, _float_norm_quantizer(_histogram_static_config()), samples)
     details = _static_details(len(calibration[0]))
     details["scheme"] = "int8 static after quantization-aware training (PT2E QAT on the calibration samples)"
     details["activations"] = "int8 per tensor, histogram ranges from calibration (those it trained with)"
+    details["quantized"] = "nn.Linear, add, mul outside the LayerNorms; matmul, softmax, GELU, LayerNorm stay float"
     return Prepared(program, details)
 
 
