@@ -9,7 +9,9 @@ Rules (per tensor):
 * ``min/max``: the full range seen over all calibration texts (the exporter today);
 * ``mean``: the mean over calibration texts of each text's own min and max;
 * ``median``: the median of each text's own min and max;
-* ``histogram``: the XNNPACK quantizer's default observer (fits the range to minimise rounding + clipping error).
+* ``histogram``: the XNNPACK quantizer's default observer (fits the range to minimise rounding + clipping error);
+* ``histogram, float norms``: histogram with the LayerNorms' inner ops left in float (``int8-static-qat``'s
+  quantizer, before its training).
 
     python bench/activation_ranges.py sst2-1k:out/bench-distill/sst2-1k/0.1/today/student ...
 Writes bench/results/activation_ranges.json and the "activation-ranges" section of BENCHMARKS.md.
@@ -70,6 +72,10 @@ def quantizer(rule: str):
     from torchao.quantization.pt2e.observer import MinMaxObserver
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)  # histogram activations
+    if rule == "histogram, float norms":
+        from toolkit.export_pte import _float_norm_quantizer
+
+        return _float_norm_quantizer(config)
     if rule != "histogram":
         observer = MinMaxObserver if rule == "min/max" else per_text_observer(rule)
         spec = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer.with_args(eps=2**-12))
@@ -82,7 +88,7 @@ def rows(arrays: list[np.ndarray]):
         yield tuple(torch.from_numpy(np.ascontiguousarray(a[i : i + 1])) for a in arrays)
 
 
-def measure(task: str, folder: str, rules: list[str]) -> dict:
+def measure(task: str, folder: str, rules: list[str], known: dict | None = None) -> dict:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     _, train, dev, _ = task_data(task)
@@ -94,8 +100,8 @@ def measure(task: str, folder: str, rules: list[str]) -> dict:
     with torch.no_grad():
         reference = torch.cat([module(*row) for row in rows(dev_inputs)]).argmax(1)
     exported = torch.export.export(module, next(rows(calibration))).module()
-    result = {"task": task, "student": folder}
-    for rule in rules:
+    result = {"task": task, "student": folder, **(known or {})}
+    for rule in [r for r in rules if r not in result]:  # rules measured before are kept
         started = time.time()
         prepared = prepare_pt2e(copy.deepcopy(exported), quantizer(rule))
         with torch.no_grad():
@@ -108,7 +114,7 @@ def measure(task: str, folder: str, rules: list[str]) -> dict:
     return result
 
 
-RULES = ["min/max", "mean", "median", "histogram"]
+RULES = ["min/max", "mean", "median", "histogram", "histogram, float norms"]
 
 
 def section(results: list[dict]) -> str:
@@ -119,7 +125,9 @@ def section(results: list[dict]) -> str:
         "calibrated on the exporters' 256 training texts with one activation range rule at a time, run as its "
         "quantize/dequantize graph on all dev sentences: argmax agreement with the fp32 student. min/max = the full "
         "range over the calibration texts (the exporter today); mean / median = of each text's own min and max; "
-        "histogram = the XNNPACK quantizer's default observer (range fitted to minimise rounding plus clipping error).",
+        "histogram = the XNNPACK quantizer's default observer (range fitted to minimise rounding plus clipping error); "
+        "histogram, float norms = histogram with the LayerNorms' inner ops in float (`int8-static-qat`'s quantizer, "
+        "before its training).",
         "",
         f"Measured on {machine_line()}. Reproduce: `python bench/activation_ranges.py TASK:STUDENT ...` (the students "
         "of `python bench/distill.py`).",
@@ -139,7 +147,8 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     for argument in sys.argv[1:]:
         task, folder = argument.split(":", 1)
-        results = [r for r in results if r["student"] != folder] + [measure(task, folder, rules)]
+        known = next((r for r in results if r["student"] == folder), None)
+        results = [r for r in results if r["student"] != folder] + [measure(task, folder, rules, known)]
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     write_section("activation-ranges", section(results))
 

@@ -54,6 +54,7 @@ def test_training_lowers_the_loss_and_changes_only_a_copy():
     )  # fmt: skip
     assert len(losses) == 4 and losses[-1] < losses[0], losses
     assert all(torch.equal(p, before[name]) for name, p in module.named_parameters()), "the input module is untouched"
+    assert trained.activation_ranges and all(low <= 0 <= high for low, high in trained.activation_ranges.values())
     changed = [name for name, p in trained.named_parameters() if not torch.equal(p, before[name])]
     assert len(changed) > len(before) // 2, "training moved the weights"
     check = inputs(16, seed=2)

@@ -16,7 +16,7 @@ Recipes (``Artifact.recipe`` for ``format: pte``), each registered with ``@regis
   channel) on every ``nn.Linear``, via torchao, as optimum-executorch's ``8da4w`` recipe; XNNPACK runs it.
 * ``int8-static-qat``: ``int8-static`` after quantization-aware training of the exact graph on the calibration
   samples (PT2E QAT, ``toolkit/pt2e_qat.py``), with the XNNPACK quantizer's histogram activation ranges (the
-  ranges it trained with) and the LayerNorms' inner ops in float. For a student whose post-training ``int8-static``
+  ranges it trained with, used for every length bucket) and the LayerNorms' inner ops in float. For a student whose post-training ``int8-static``
   agreement falls short (BENCHMARKS.md "int8-static vs int8-static-qat").
 * ``int8-static-embedding``: ``int8-static`` plus the word-embedding table stored as uint8 rows (per-row scale),
   looked up by ExecuTorch's quantized ``embedding_byte`` kernel. Shrinks the file by ~3/4 of the table size.
@@ -213,11 +213,20 @@ def _train_quantization_aware(module, example, calibration) -> nn.Module:
 @register_recipe("pte", "int8-static-qat", compute="int8", calibrates=True, trains=_train_quantization_aware)
 def _prepare_int8_static_qat(module, example, calibration) -> Prepared:
     """int8-static trained quantization-aware on the calibration samples (PT2E QAT, histogram activation ranges)."""
-    samples = _calibration_samples(calibration, len(example))
-    program = _pt2e_quantize(module, example, _float_norm_quantizer(_histogram_static_config()), samples)
+    from toolkit.pt2e_qat import quantized_with_ranges
+
+    _check_calibration(calibration, len(example))
+    ranges = getattr(module, "activation_ranges", None)
+    if ranges is None:
+        raise PteExportError("int8-static-qat builds from the module its training returns (export_pte trains it)")
+    quantizer = _float_norm_quantizer(_with_min_max_activations(_histogram_static_config()))  # ranges set, not fitted
+    try:
+        program = quantized_with_ranges(module, example, quantizer, ranges)
+    except ValueError as error:
+        raise PteExportError(f"int8-static-qat: {error}; export this student with int8-static instead") from error
     details = _static_details(len(calibration[0]))
     details["scheme"] = "int8 static after quantization-aware training (PT2E QAT on the calibration samples)"
-    details["activations"] = "int8 per tensor, histogram ranges from calibration (those it trained with)"
+    details["activations"] = "int8 per tensor, the histogram ranges it trained with (from calibration, then fixed)"
     details["quantized"] = "nn.Linear, add, mul outside the LayerNorms; matmul, softmax, GELU, LayerNorm stay float"
     return Prepared(program, details)
 
