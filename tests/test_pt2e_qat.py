@@ -7,6 +7,7 @@ function close, and the recipe must train once for every length bucket (one set 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from toolkit.buckets import at_length, method_name
@@ -63,17 +64,25 @@ def test_training_lowers_the_loss_and_changes_only_a_copy():
     assert (after - original).abs().max() < 0.1 * original.abs().max(), "self-distillation keeps the float function"
 
 
-def test_recipe_trains_once_for_every_bucket_and_each_bucket_stays_close(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple:
+    """(student, .pte path with buckets 8 and 16, export details, trainings run): one int8-static-qat export."""
     import toolkit.pt2e_qat
 
     calls = []
     train = toolkit.pt2e_qat.trained_quantization_aware
-    monkeypatch.setattr(toolkit.pt2e_qat, "trained_quantization_aware", lambda *a, **k: calls.append(1) or train(*a, **k))
-    model = student()
-    path = tmp_path / "qat.pte"
-    details = export_pte(model, Artifact(format="pte", recipe="int8-static-qat", runtime="executorch",
-                                         delegate="xnnpack"), path, calibration=inputs(32, seed=1), lengths=[8, 16])  # fmt: skip
-    assert len(calls) == 1, "one training for both buckets: every method shares its weights"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(toolkit.pt2e_qat, "trained_quantization_aware", lambda *a, **k: calls.append(1) or train(*a, **k))
+        model = student()
+        path = tmp_path_factory.mktemp("qat") / "qat.pte"
+        details = export_pte(model, Artifact(format="pte", recipe="int8-static-qat", runtime="executorch",
+                                             delegate="xnnpack"), path, calibration=inputs(32, seed=1), lengths=[8, 16])  # fmt: skip
+    return model, path, details, len(calls)
+
+
+def test_recipe_trains_once_for_every_bucket_and_each_bucket_stays_close(exported):
+    model, path, details, trainings = exported
+    assert trainings == 1, "one training for both buckets: every method shares its weights and ranges"
     assert "quantization-aware" in details["quantization"]["scheme"]
     check = inputs(12, seed=3)
     reference = eager_logits(model, check)
@@ -83,3 +92,19 @@ def test_recipe_trains_once_for_every_bucket_and_each_bucket_stays_close(tmp_pat
     assert fits.sum() >= 2
     short = run_pte(path, at_length([a[fits] for a in check], 8), method_name(8))
     assert np.abs(short - reference[fits]).max() <= bound
+
+
+@pytest.mark.emulator
+def test_the_trained_program_runs_on_the_emulated_cpu_as_on_the_host(exported):
+    from toolkit import emulate
+    from toolkit.profiles import load_profile
+
+    if emulate._missing_tools():
+        pytest.skip("emulator not installed: sudo scripts/install-emulator-deps.sh")
+    emulate.ensure_rootfs()
+    model, path, _, _ = exported
+    check = inputs(6, seed=4)
+    host = run_pte(path, check, method_name(16))
+    run = emulate.run_pte_emulated(load_profile("raspberry-pi-5").device, path, check, method=method_name(16))
+    # int8 kernels on ARM and x86 may round one step apart; the logits are dequantized from an int8 output.
+    np.testing.assert_allclose(run.logits, host, rtol=0, atol=3 * np.ptp(host) / 255)
