@@ -1,6 +1,7 @@
-"""ExecuTorch ``int8-static`` vs ``int8-static-qat`` on bench students: the real exports, run by ExecuTorch on all dev.
+"""ExecuTorch ``int8-static`` vs ``int8-static-histogram`` vs ``int8-static-qat`` on bench students: the real
+exports, run by ExecuTorch on all dev.
 
-For each student: both recipes exported by the toolkit's exporter at the student's length (calibrated on the 256
+For each student: the recipes exported by the toolkit's exporter at the student's length (calibrated on the 256
 texts the pipeline draws, seed 0), each ``.pte`` run on the whole dev set by the ExecuTorch runtime; argmax agreement
 with the fp32 eager student, accuracy, file size and export wall time.
 
@@ -30,19 +31,21 @@ from toolkit.student import calibration_inputs, eager_logits, encode_for, load_s
 from toolkit.tokenizer import XLNetTextEncoder  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pte_qat.json"
-RECIPES = ("int8-static", "int8-static-qat")
+RECIPES = ("int8-static", "int8-static-histogram", "int8-static-qat")
 
 
-def measure(task: str, folder: str) -> dict:
+def measure(task: str, folder: str, known: dict | None = None) -> dict:
+    """``known``: this student's earlier result; recipes measured there are kept (rerun one: delete its entry)."""
     _, train, dev, _ = task_data(task)
     student = load_student(folder).eval()
     encoder = XLNetTextEncoder.from_pretrained(folder)
     inputs, labels = encode_for(student, encoder, dev), np.asarray(dev.labels)
     reference = eager_logits(student, inputs).argmax(1)
     calibration = calibration_inputs(student, encoder, train, 0)
-    result = {"task": task, "student": folder, "fp32_accuracy": round(float((reference == labels).mean()), 4)}
+    result = {**(known or {}), "task": task, "student": folder,
+              "fp32_accuracy": round(float((reference == labels).mean()), 4)}
     with tempfile.TemporaryDirectory() as scratch:
-        for recipe in RECIPES:
+        for recipe in [r for r in RECIPES if r not in result]:
             path = Path(scratch) / f"{recipe}.pte"
             started = time.time()
             export_pte(student, Artifact(format="pte", recipe=recipe, runtime="executorch", delegate="xnnpack"), path,
@@ -61,27 +64,33 @@ def measure(task: str, folder: str) -> dict:
 
 def section(results: list[dict]) -> str:
     lines = [
-        "## ExecuTorch int8-static vs int8-static-qat (`bench/pte_qat.py`)",
+        "## ExecuTorch int8-static vs int8-static-histogram vs int8-static-qat (`bench/pte_qat.py`)",
         "",
-        "Both recipes exported by the toolkit's exporter at the student's length, calibrated on the 256 training texts "
-        "the pipeline draws (seed 0); each `.pte` run by the ExecuTorch runtime on all dev sentences. `int8-static`: "
-        "min/max activation ranges, post-training. `int8-static-qat`: the exact graph trained quantization-aware on "
-        "those 256 texts (PT2E QAT, histogram ranges frozen, 3 epochs, self-distillation), then quantized with the "
-        "histogram ranges (toolkit/pt2e_qat.py).",
+        "The three recipes exported by the toolkit's exporter at the student's length, calibrated on the 256 training "
+        "texts the pipeline draws (seed 0); each `.pte` run by the ExecuTorch runtime on all dev sentences. "
+        "`int8-static`: min/max activation ranges, post-training. `int8-static-histogram`: ranges fitted by PT2E's "
+        "histogram observer, the LayerNorms' inner ops in float, post-training. `int8-static-qat`: that quantizer, "
+        "then the exact graph trained quantization-aware on the same 256 texts (PT2E QAT, ranges frozen, 3 epochs, "
+        "self-distillation) and quantized with the ranges it trained with (toolkit/pt2e_qat.py).",
         "",
         f"Measured on {machine_line()}. Reproduce: `python bench/pte_qat.py TASK:STUDENT ...` (the students of "
         "`python bench/distill.py`).",
         "",
-        "| task | student | fp32 acc | int8-static agreement | int8-static-qat agreement | int8-static acc | "
-        "int8-static-qat acc | MB | export s (static / qat) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | student | fp32 acc | " + " | ".join(f"{r} agreement" for r in RECIPES) + " | "
+        + " | ".join(f"{r} acc" for r in RECIPES) + " | MB | export s (" + " / ".join(RECIPES) + ") |",
+        "|---|---|---:|" + "---:|" * (2 * len(RECIPES) + 2),
     ]
     for r in results:
         name = "/".join(Path(r["student"]).parts[-3:-1])
-        static, qat = r["int8-static"], r["int8-static-qat"]
-        lines.append(f"| {r['task']} | {name} | {r['fp32_accuracy']:.4f} | {static['agreement']:.4f} | "
-                     f"{qat['agreement']:.4f} | {static['accuracy']:.4f} | {qat['accuracy']:.4f} | {qat['mb']} | "
-                     f"{static['export_s']} / {qat['export_s']} |")  # fmt: skip
+        done = [recipe for recipe in RECIPES if recipe in r]
+        if len(done) < len(RECIPES):
+            continue  # measured before a recipe was added: rerun it
+        lines.append(
+            f"| {r['task']} | {name} | {r['fp32_accuracy']:.4f} | "
+            + " | ".join(f"{r[x]['agreement']:.4f}" for x in RECIPES) + " | "
+            + " | ".join(f"{r[x]['accuracy']:.4f}" for x in RECIPES) + f" | {r[RECIPES[0]]['mb']} | "
+            + " / ".join(str(r[x]["export_s"]) for x in RECIPES) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -89,7 +98,8 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     for argument in sys.argv[1:]:
         task, folder = argument.split(":", 1)
-        results = [r for r in results if r["student"] != folder] + [measure(task, folder)]
+        known = next((r for r in results if r["student"] == folder), None)
+        results = [r for r in results if r["student"] != folder] + [measure(task, folder, known)]
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         write_section("pte-qat", section(results))
 

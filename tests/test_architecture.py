@@ -88,11 +88,13 @@ def test_recipe_facts_the_stages_decide_from():
     assert {(f, n) for f in formats() for n in recipe_names(f) if get_recipe(f, n).exact} == {
         ("pte", "fp32"), ("tflite", "fp32")}
     assert {n for f in formats() for n in recipe_names(f) if get_recipe(f, n).calibrates} == {
-        "int8-static", "int8-static-qat", "int8-static-embedding", "full-int8"}
+        "int8-static", "int8-static-histogram", "int8-static-qat", "int8-static-embedding", "full-int8"}
     float_compute = {n for n in recipe_names("tflite") if get_recipe("tflite", n).is_float}
     assert float_compute == {"fp32", "fp16-weights", "weight-only-int8"}
     assert {"8da4w"} <= set(recipe_names("pte")) and {"dynamic-int4"} <= set(recipe_names("tflite"))
     assert all(get_recipe(f, n).summary for f in formats() for n in recipe_names(f)), "each recipe says what it is"
+    assert all(set(get_recipe(f, n).alternatives) <= set(recipe_names(f)) - {n} for f in formats()
+               for n in recipe_names(f)), "a recipe's alternatives are other recipes of its format"
 
 
 def test_a_recipe_cannot_be_registered_twice():

@@ -229,10 +229,10 @@ def qat_hint(record: ArtifactRecord, check: dict, settings: DistillSettings, aut
     recipe = get_recipe(record.format, record.recipe)
     if check["passed"] or not recipe.calibrates or settings.qat_epochs or auto_qat:
         return None
-    variant = (f", or the profile recipe `{recipe.qat_variant}` trains this {record.format} program itself "
-               "quantization-aware") if recipe.qat_variant else ""
+    others = (", or try the profile recipe " + " or ".join(f"`{name}`" for name in recipe.alternatives)
+              if recipe.alternatives else "")
     return (f"{record.name}: post-training static int8 lost accuracy or agreement; `--qat-epochs 1` trains the "
-            f"student one more epoch quantization-aware{variant} (README, Quantization-aware training)")
+            f"student one more epoch quantization-aware{others} (README, Quantization-aware training)")
 
 
 def move_into(source: Path, target: Path) -> None:

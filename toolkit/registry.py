@@ -47,9 +47,8 @@ class Recipe:
     # Trains the module once on the calibration samples before any method is built (quantization-aware training):
     # ``trains(module, example, calibration) -> module``; None for post-training recipes.
     trains: Callable[..., Any] | None = None
-    # The recipe of the same format that trains quantization-aware what this post-training recipe calibrates
-    # (named in the advice when this one fails its tolerances), or None.
-    qat_variant: str | None = None
+    # Recipes of the same format to try when this one fails its tolerances (named in the advice), best first.
+    alternatives: tuple[str, ...] = ()
 
     @property
     def is_float(self) -> bool:
@@ -93,7 +92,7 @@ _loaded = False
 
 
 def register_recipe(format: str, name: str, *, compute: Compute, exact: bool = False, calibrates: bool = False,
-                    trains: Callable[..., Any] | None = None, qat_variant: str | None = None):
+                    trains: Callable[..., Any] | None = None, alternatives: tuple[str, ...] = ()):
     """Decorator: register ``build`` as recipe ``name`` of ``format`` (its docstring's first line is its summary)."""
 
     def decorator(build: Callable) -> Callable:
@@ -101,7 +100,7 @@ def register_recipe(format: str, name: str, *, compute: Compute, exact: bool = F
             raise ValueError(f"recipe '{name}' of format '{format}' is registered twice")
         summary = (inspect.getdoc(build) or "").split("\n")[0]
         _RECIPES[(format, name)] = Recipe(format, name, build, compute, exact, calibrates, summary, trains,
-                                          qat_variant)
+                                          alternatives)
         return build
 
     return decorator
