@@ -10,7 +10,9 @@ noise"). Two measured facts shaped this instead (BENCHMARKS.md "Activation range
 * training the exact program (the XNNPACK op variants, batch 1) with those ranges frozen lifts it further
   (lowered ``.pte``: 99.5 %), while training with min/max ranges frozen does not;
 * with the LayerNorms' inner ops left in float (the exporter's quantizer for this recipe), the histogram ranges
-  alone gave 99.8 % on that student; an int8 variance can round to 0 and made training diverge on another.
+  alone gave 99.8 % (q/dq graph; ``int8-static-histogram``'s ``.pte``: 99.7 %) on that student; an int8 variance
+  can round to 0 and made training diverge on another. On the other bench students the training did not add to
+  the untrained start (BENCHMARKS.md "int8-static vs int8-static-histogram vs int8-static-qat").
 
 So: the graph is prepared with fake-quantizers (weights per channel, following the weights as they train;
 activations per tensor), the activation ranges are the histogram observer's over the calibration samples and stay
