@@ -11,15 +11,12 @@ import pytest
 import torch
 
 from toolkit.buckets import at_length, method_name
-from toolkit.export_pte import _float_norm_quantizer, _histogram_static_config, _sample, export_pte, run_pte
+from toolkit.export_pte import _sample, export_pte, run_pte
 from toolkit.profiles import Artifact
-from toolkit.pt2e_qat import trained_quantization_aware
 from toolkit.student import (
-    FixedLengthClassifier,
     StudentConfig,
     XLNetStudent,
     eager_logits,
-    example_inputs,
     model_inputs,
 )
 
@@ -43,17 +40,34 @@ def student() -> XLNetStudent:
     return XLNetStudent(CONFIG).init_like_xlnet(std=0.2).eval()  # larger weights: logits that differ per text
 
 
-def test_training_lowers_the_loss_and_changes_only_a_copy():
-    module = FixedLengthClassifier(student().with_op_variants(xnnpack=True)).eval()
-    before = {name: p.detach().clone() for name, p in module.named_parameters()}
-    calibration = inputs(32, seed=1)
-    samples = [_sample(calibration, i) for i in range(32)]
-    losses: list[float] = []
-    trained = trained_quantization_aware(
-        module, example_inputs(CONFIG, CONFIG.seq_len), samples,
-        _histogram_static_config(), _float_norm_quantizer, epochs=4, losses=losses,
-    )  # fmt: skip
-    assert len(losses) == 4 and losses[-1] < losses[0], losses
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    """One int8-static-qat export (buckets 8 and 16) with its training recorded: the student, the .pte, the export
+    details, how many trainings ran, the module handed to training (and its weights before), the trained module and
+    its losses per epoch."""
+    import toolkit.pt2e_qat
+
+    train = toolkit.pt2e_qat.trained_quantization_aware
+    seen: dict = {"trainings": 0}
+
+    def recording(module, *args, **kwargs):
+        seen.update(trainings=seen["trainings"] + 1, input=module, losses=[],
+                    before={name: p.detach().clone() for name, p in module.named_parameters()})  # fmt: skip
+        seen["trained"] = train(module, *args, losses=seen["losses"], **kwargs)
+        return seen["trained"]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(toolkit.pt2e_qat, "trained_quantization_aware", recording)
+        model = student()
+        path = tmp_path_factory.mktemp("qat") / "qat.pte"
+        details = export_pte(model, Artifact(format="pte", recipe="int8-static-qat", runtime="executorch",
+                                             delegate="xnnpack"), path, calibration=inputs(32, seed=1), lengths=[8, 16])  # fmt: skip
+    return {**seen, "student": model, "path": path, "details": details}
+
+
+def test_training_lowers_the_loss_and_changes_only_a_copy(exported):
+    losses, module, before, trained = (exported[k] for k in ("losses", "input", "before", "trained"))
+    assert len(losses) == 3 and losses[-1] < losses[0], losses
     assert all(torch.equal(p, before[name]) for name, p in module.named_parameters()), "the input module is untouched"
     assert trained.activation_ranges and all(low <= 0 <= high for low, high in trained.activation_ranges.values())
     changed = [name for name, p in trained.named_parameters() if not torch.equal(p, before[name])]
@@ -64,25 +78,9 @@ def test_training_lowers_the_loss_and_changes_only_a_copy():
     assert (after - original).abs().max() < 0.1 * original.abs().max(), "self-distillation keeps the float function"
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple:
-    """(student, .pte path with buckets 8 and 16, export details, trainings run): one int8-static-qat export."""
-    import toolkit.pt2e_qat
-
-    calls = []
-    train = toolkit.pt2e_qat.trained_quantization_aware
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(toolkit.pt2e_qat, "trained_quantization_aware", lambda *a, **k: calls.append(1) or train(*a, **k))
-        model = student()
-        path = tmp_path_factory.mktemp("qat") / "qat.pte"
-        details = export_pte(model, Artifact(format="pte", recipe="int8-static-qat", runtime="executorch",
-                                             delegate="xnnpack"), path, calibration=inputs(32, seed=1), lengths=[8, 16])  # fmt: skip
-    return model, path, details, len(calls)
-
-
 def test_recipe_trains_once_for_every_bucket_and_each_bucket_stays_close(exported):
-    model, path, details, trainings = exported
-    assert trainings == 1, "one training for both buckets: every method shares its weights and ranges"
+    model, path, details = exported["student"], exported["path"], exported["details"]
+    assert exported["trainings"] == 1, "one training for both buckets: every method shares its weights and ranges"
     assert "quantization-aware" in details["quantization"]["scheme"]
     check = inputs(12, seed=3)
     reference = eager_logits(model, check)
@@ -102,7 +100,7 @@ def test_the_trained_program_runs_on_the_emulated_cpu_as_on_the_host(exported):
     if emulate._missing_tools():
         pytest.skip("emulator not installed: sudo scripts/install-emulator-deps.sh")
     emulate.ensure_rootfs()
-    model, path, _, _ = exported
+    path = exported["path"]
     check = inputs(6, seed=4)
     host = run_pte(path, check, method_name(16))
     run = emulate.run_pte_emulated(load_profile("raspberry-pi-5").device, path, check, method=method_name(16))
