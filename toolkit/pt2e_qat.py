@@ -2,7 +2,7 @@
 
 The toolkit's own QAT (``toolkit/qat.py``) trains the student under a simulation of int8 and leaves the exporters to
 calibrate again; on the bench students that did not lift ``int8-static`` agreement (BENCHMARKS.md "QAT and int8
-noise"). Two measured facts shaped this instead (BENCHMARKS.md "Activation ranges"):
+noise"). Three measured facts shaped this instead (BENCHMARKS.md "Activation ranges"):
 
 * the activation ranges matter more than the weights: on the low-resource sst2-1k 1/10 student the XNNPACK
   quantizer's histogram ranges agree with fp32 on 99.3 % of dev where min/max ranges give 98.3 %, and weights
@@ -95,7 +95,8 @@ def trained_quantization_aware(
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
     from tqdm import tqdm
 
-    graph = torch.export.export(copy.deepcopy(module), example).module()  # shares its module's parameters
+    # A copy: the graph ``.module()`` gives back holds the very parameters of the module it was exported from.
+    graph = torch.export.export(copy.deepcopy(module), example).module()
     with torch.no_grad():
         targets = [module(*sample) for sample in samples]
         observed = prepare_pt2e(copy.deepcopy(graph), make_quantizer(static_config))  # histogram activation ranges
