@@ -140,20 +140,11 @@ def grouped_config(qat_config):
 
 def histogram_ranges(qat, observed):
     """``qat``'s activation fake-quantizers take the ranges of ``observed`` (the same graph prepared post-training
-    with histogram observers and calibrated; a histogram inside a fake-quantizer would refit at every call), frozen."""
-    from torchao.quantization.pt2e.fake_quantize import FakeQuantize
-    from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
+    with histogram observers and calibrated; a histogram inside a fake-quantizer would refit at every call), frozen:
+    the toolkit's own swap (``int8-static-qat`` uses it)."""
+    from toolkit.pt2e_qat import _use_ranges
 
-    for name, quantizer in qat.named_modules():
-        if isinstance(quantizer, FakeQuantize) and not isinstance(
-            quantizer.activation_post_process, PerChannelMinMaxObserver
-        ):
-            observer = observed.get_submodule(name)
-            quantizer.activation_post_process = observer
-            scale, zero_point = observer.calculate_qparams()
-            quantizer.scale.resize_(scale.shape).copy_(scale)
-            quantizer.zero_point.resize_(zero_point.shape).copy_(zero_point)
-            quantizer.disable_observer()
+    _use_ranges(qat, observed)
     return qat
 
 
