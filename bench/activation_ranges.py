@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, write_section  # noqa: E402
 from distill import task_data  # noqa: E402
 
+from toolkit.export_pte import _sample  # noqa: E402
 from toolkit.student import FixedLengthClassifier, calibration_inputs, encode_for, load_student  # noqa: E402
 from toolkit.tokenizer import XLNetTextEncoder  # noqa: E402
 
@@ -84,8 +85,8 @@ def quantizer(rule: str):
 
 
 def rows(arrays: list[np.ndarray]):
-    for i in range(len(arrays[0])):
-        yield tuple(torch.from_numpy(np.ascontiguousarray(a[i : i + 1])) for a in arrays)
+    """Batch-1 tensors, one per row (the exporter's own ``_sample``)."""
+    return (_sample(arrays, i) for i in range(len(arrays[0])))
 
 
 def measure(task: str, folder: str, rules: list[str], known: dict | None = None) -> dict:

@@ -349,10 +349,15 @@ def delegation_summary(edge_program, final_program) -> dict:
     }
 
 
+def _recipe(name: str):
+    """The registered .pte recipe ``name``, or a clear error naming the ones there are."""
+    if name not in recipe_names("pte"):
+        raise PteExportError(f"unknown .pte recipe '{name}'; choose one of {recipe_names('pte')}")
+    return get_recipe("pte", name)
+
+
 def _prepare(recipe: str, module: nn.Module, example, calibration) -> Prepared:
-    if recipe not in recipe_names("pte"):
-        raise PteExportError(f"unknown .pte recipe '{recipe}'; choose one of {recipe_names('pte')}")
-    return get_recipe("pte", recipe).build(module, example, calibration)
+    return _recipe(recipe).build(module, example, calibration)
 
 
 def _lower_and_write(methods: dict[str, Prepared], out_path: Path) -> dict[str, dict]:
@@ -392,7 +397,7 @@ def export_pte(
     config = student.config
     lengths = sorted(lengths or [config.seq_len])
     module = FixedLengthClassifier(student.with_op_variants(xnnpack=True)).eval()  # every op inside XNNPACK
-    trains = get_recipe("pte", artifact.recipe).trains if artifact.recipe in recipe_names("pte") else None
+    trains = _recipe(artifact.recipe).trains
     if trains is not None:  # once, at the longest length: every method shares the trained weights
         module = trains(module, example_inputs(config, lengths[-1]), None if calibration is None else
                         at_length(calibration, lengths[-1])).eval()  # fmt: skip
