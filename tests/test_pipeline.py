@@ -12,11 +12,12 @@ from toolkit.profiles import load_profile, shipped_profile_paths
 
 
 def tiny_profile(tmp_path, name="raspberry-pi-4", **tolerances):
-    """A shipped profile at sequence length 32 with a few emulated samples; loose tolerances for a random teacher."""
+    """A shipped profile at sequence length 32 with a one-layer student and a few emulated samples; loose tolerances for a random teacher."""
     data = yaml.safe_load(shipped_profile_paths()[name].read_text())
     data["name"] = f"tiny-{name}"
     data["sequence_length"], data["sequence_lengths"] = 32, [16, 32]
     data["validation"]["emulator_samples"] = 6
+    data["student"]["max_layers"] = 1  # lowering and emulation time grow with the graph; no stage here needs depth
     data["validation"]["tolerances"].update(
         {"max_accuracy_drop_points": 60, "min_argmax_agreement": 0.5, **tolerances}
     )
