@@ -1,0 +1,144 @@
+"""Which 256 training texts calibrate static int8: the pipeline's uniform draw vs draws that cover long texts.
+
+The calibration texts come from the training data, whose SST-2 phrases are short (9.4 words on average; dev
+sentences 19.5, SUBJ's 23.4), so the activation ranges may miss what long texts produce. For each student and
+sampler: ``int8-static`` and ``int8-static-histogram`` exported by the toolkit's exporter, each ``.pte`` run by
+ExecuTorch on all SST-2 dev sentences and on SUBJ's 10,000 sentences (agreement with the fp32 student, no labels
+needed; see bench/pte_qat.py).
+
+Samplers: ``uniform`` (the pipeline's: ``calibration_inputs``, seed 0); ``uniform-1024`` (four times as many texts,
+drawn the same way); ``lengths`` (a token length drawn uniformly
+among the lengths present, then a text of that length; 256 draws, duplicates dropped); ``long`` (uniform among texts
+of at least 24 tokens; all of them when there are fewer than 256).
+
+    python bench/calibration_sample.py sst2:out/bench-distill/sst2/0.1/today/student ...
+Writes bench/results/calibration_sample.json and the "calibration-sample" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine_line, write_section  # noqa: E402
+from distill import task_data  # noqa: E402
+from pte_qat import heldout_parts, wilson  # noqa: E402
+
+from toolkit.export_pte import export_pte, run_pte  # noqa: E402
+from toolkit.profiles import Artifact  # noqa: E402
+from toolkit.student import CALIBRATION_SAMPLES, calibration_inputs, eager_logits, encode_for, load_student  # noqa: E402
+from toolkit.tokenizer import XLNetTextEncoder  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "calibration_sample.json"
+RECIPES = ("int8-static", "int8-static-histogram")
+SAMPLERS = ("uniform", "uniform-1024", "lengths", "long")
+LONG_TOKENS = 24
+
+
+def real_tokens(arrays: list[np.ndarray]) -> np.ndarray:
+    """Tokens that are not padding, per text (the mask is 1/0 ids or an additive bias of 0 / -big)."""
+    mask = arrays[1]
+    return (mask == 0).sum(1) if mask.dtype == np.float32 else (mask != 0).sum(1)
+
+
+def sample(kind: str, student, encoder, train) -> list[np.ndarray]:
+    if kind == "uniform":
+        return calibration_inputs(student, encoder, train, 0)
+    if kind == "uniform-1024":  # four times the pipeline's sample (the same seeded draw)
+        rng = np.random.default_rng(0)
+        picked = sorted(rng.choice(len(train), size=min(4 * CALIBRATION_SAMPLES, len(train)), replace=False).tolist())
+        return encode_for(student, encoder, train.subset(picked))
+    every = encode_for(student, encoder, train)
+    tokens, rng = real_tokens(every), np.random.default_rng(0)
+    if kind == "lengths":
+        by_length: dict[int, list[int]] = {}
+        for index, n in enumerate(tokens):
+            by_length.setdefault(int(n), []).append(index)
+        lengths = sorted(by_length)
+        draws = [int(rng.choice(by_length[lengths[rng.integers(len(lengths))]])) for _ in range(CALIBRATION_SAMPLES)]
+        picked = sorted(set(draws))
+    else:
+        pool = np.flatnonzero(tokens >= LONG_TOKENS)
+        picked = sorted(rng.choice(pool, min(CALIBRATION_SAMPLES, len(pool)), replace=False).tolist())
+    return [a[picked] for a in every]
+
+
+def measure(task: str, folder: str) -> dict:
+    _, train, dev, _ = task_data(task)
+    student = load_student(folder).eval()
+    encoder = XLNetTextEncoder.from_pretrained(folder)
+    inputs = encode_for(student, encoder, dev)
+    reference = eager_logits(student, inputs).argmax(1)
+    heldout = [np.concatenate(arrays) for arrays in zip(*(encode_for(student, encoder, p) for p in heldout_parts()))]
+    heldout_reference = eager_logits(student, heldout).argmax(1)
+    result: dict = {"task": task, "student": folder}
+    with tempfile.TemporaryDirectory() as scratch:
+        for kind in SAMPLERS:
+            calibration = sample(kind, student, encoder, train)
+            result[kind] = {"texts": len(calibration[0]), "mean_tokens": round(float(real_tokens(calibration).mean()), 1)}
+            for recipe in RECIPES:
+                path = Path(scratch) / f"{kind}-{recipe}.pte"
+                export_pte(student, Artifact(format="pte", recipe=recipe, runtime="executorch", delegate="xnnpack"),
+                           path, calibration=calibration)  # fmt: skip
+                agreeing = int((run_pte(path, heldout).argmax(1) == heldout_reference).sum())
+                result[kind][recipe] = {
+                    "dev": round(float((run_pte(path, inputs).argmax(1) == reference).mean()), 4),
+                    "heldout": round(agreeing / len(heldout_reference), 4),
+                    "interval": [round(x, 4) for x in wilson(agreeing, len(heldout_reference))],
+                }
+                print(task, folder, kind, recipe, result[kind][recipe], flush=True)
+    return result
+
+
+def section(results: list[dict]) -> str:
+    lines = [
+        "## Calibration sample: uniform vs covering long texts (`bench/calibration_sample.py`)",
+        "",
+        "The calibration texts (256) come from the training data, whose SST-2 phrases are short (9.4 words on average; "
+        "dev sentences 19.5, SUBJ 23.4). Samplers: `uniform` (the pipeline's draw, seed 0), `lengths` (a token length "
+        "drawn uniformly among those present, then a text of that length), `uniform-1024` (four times as many texts, "
+        "drawn the same way), `long` (texts of at least 24 tokens; the "
+        "sst2-1k student's 1,000 texts have fewer than 256). Cells: agreement with the fp32 student, dev (872) / "
+        "10,000 unseen SUBJ sentences [95 % interval], each `.pte` run by ExecuTorch.",
+        "",
+        "Read: no sampler is better for both students and both rules. Four times the texts lowered agreement (the "
+        "histogram rule most: 0.9930 -> 0.9905 and 0.9946 -> 0.9824 on 10,000 unseen texts); texts covering every "
+        "length lifted the sst2 student (histogram 0.9930 -> 0.9960) and lowered the sst2-1k one (0.9946 -> 0.9925). "
+        "Which texts calibrate moves agreement on the unseen texts by up to 1.3 points (histogram rule: 0.55 and 1.26) "
+        "and 0.8 (min/max: 0.11 and 0.79) on the same student, as much as the range rule itself, so the pipeline's "
+        "uniform draw stays.",
+        "",
+        f"Measured on {machine_line()}. Reproduce: `python bench/calibration_sample.py TASK:STUDENT ...` "
+        "(sst2:out/bench-distill/sst2/0.1/today/student sst2-1k:out/bench-distill/sst2-1k/0.1/today/student).",
+        "",
+        "| task | student | sampler (texts, mean tokens) | int8-static | int8-static-histogram |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        name = "/".join(Path(r["student"]).parts[-3:-1])
+        for kind in SAMPLERS:
+            cells = [f"{r[kind][x]['dev']:.4f} / {r[kind][x]['heldout']:.4f} [{r[kind][x]['interval'][0]:.4f}, "
+                     f"{r[kind][x]['interval'][1]:.4f}]" for x in RECIPES]
+            lines.append(f"| {r['task']} | {name} | {kind} ({r[kind]['texts']}, {r[kind]['mean_tokens']}) | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+    for argument in sys.argv[1:]:
+        task, folder = argument.split(":", 1)
+        results = [r for r in results if r["student"] != folder] + [measure(task, folder)]
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        write_section("calibration-sample", section(results))
+
+
+if __name__ == "__main__":
+    main()
