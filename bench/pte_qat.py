@@ -102,7 +102,8 @@ def section(results: list[dict]) -> str:
         "0.11 points), 10,000 texts to about ±0.14.",
         "",
         f"Measured on {machine_line()}. Reproduce: `python bench/pte_qat.py TASK:STUDENT ...` (the students of "
-        "`python bench/distill.py`).",
+        "`python bench/distill.py`; `android-nnapi/work`: the android-nnapi profile's L2-norm, ReLU student from "
+        "`./toolkit.sh export --target android-nnapi`, as `sst2:out/android-nnapi/work/student`).",
         "",
         "| task | student | fp32 acc | " + " | ".join(f"{r} dev agreement" for r in RECIPES) + " | "
         + " | ".join(f"{r} agreement, 10,000 unseen texts" for r in RECIPES) + " | "
