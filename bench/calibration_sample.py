@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine_line, write_section  # noqa: E402
 from distill import task_data  # noqa: E402
-from pte_qat import heldout_parts, wilson  # noqa: E402
+from pte_qat import heldout_inputs, wilson  # noqa: E402
 
 from toolkit.export_pte import export_pte, run_pte  # noqa: E402
 from toolkit.profiles import Artifact  # noqa: E402
@@ -76,7 +76,7 @@ def measure(task: str, folder: str) -> dict:
     encoder = XLNetTextEncoder.from_pretrained(folder)
     inputs = encode_for(student, encoder, dev)
     reference = eager_logits(student, inputs).argmax(1)
-    heldout = [np.concatenate(arrays) for arrays in zip(*(encode_for(student, encoder, p) for p in heldout_parts()))]
+    heldout = heldout_inputs(student, encoder)
     heldout_reference = eager_logits(student, heldout).argmax(1)
     result: dict = {"task": task, "student": folder}
     with tempfile.TemporaryDirectory() as scratch:

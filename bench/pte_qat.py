@@ -38,17 +38,19 @@ RESULTS = Path(__file__).resolve().parent / "results" / "pte_qat.json"
 RECIPES = ("int8-static", "int8-static-histogram", "int8-static-qat")
 
 
-def heldout_parts() -> tuple:
-    """SUBJ train and dev (10,000 sentences); their labels are not used."""
+def heldout_inputs(student, encoder) -> list[np.ndarray]:
+    """The student's input arrays for SUBJ's train and dev sentences (10,000; their labels are not used)."""
     train = load_labelled(SHARED_SUBJ / "train.tsv")
-    return train, load_labelled(SHARED_SUBJ / "dev.tsv", label_names=train.label_names)
+    parts = (train, load_labelled(SHARED_SUBJ / "dev.tsv", label_names=train.label_names))
+    return [np.concatenate(arrays) for arrays in zip(*(encode_for(student, encoder, part) for part in parts))]
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(successes: int, n: int) -> tuple[float, float]:
     """95 % Wilson interval of a proportion."""
-    p = successes / n
-    centre, half = p + z * z / (2 * n), z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5)
-    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    from scipy.stats import binomtest
+
+    interval = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def measure(task: str, folder: str, known: dict | None = None) -> dict:
@@ -59,7 +61,7 @@ def measure(task: str, folder: str, known: dict | None = None) -> dict:
     encoder = XLNetTextEncoder.from_pretrained(folder)
     inputs, labels = encode_for(student, encoder, dev), np.asarray(dev.labels)
     reference = eager_logits(student, inputs).argmax(1)
-    heldout = [np.concatenate(arrays) for arrays in zip(*(encode_for(student, encoder, p) for p in heldout_parts()))]
+    heldout = heldout_inputs(student, encoder)
     heldout_reference = eager_logits(student, heldout).argmax(1)
     calibration = calibration_inputs(student, encoder, train, 0)
     result = {**(known or {}), "task": task, "student": folder, "heldout_texts": len(heldout_reference),
