@@ -51,10 +51,8 @@ def real_tokens(arrays: list[np.ndarray]) -> np.ndarray:
 def sample(kind: str, student, encoder, train) -> list[np.ndarray]:
     if kind == "uniform":
         return calibration_inputs(student, encoder, train, 0)
-    if kind == "uniform-1024":  # four times the pipeline's sample (the same seeded draw)
-        rng = np.random.default_rng(0)
-        picked = sorted(rng.choice(len(train), size=min(4 * CALIBRATION_SAMPLES, len(train)), replace=False).tolist())
-        return encode_for(student, encoder, train.subset(picked))
+    if kind == "uniform-1024":  # four times the pipeline's sample, drawn the same way
+        return calibration_inputs(student, encoder, train, 0, samples=4 * CALIBRATION_SAMPLES)
     every = encode_for(student, encoder, train)
     tokens, rng = real_tokens(every), np.random.default_rng(0)
     if kind == "lengths":

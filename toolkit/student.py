@@ -634,12 +634,12 @@ def encode_for(student: XLNetStudent, encoder, data) -> list:
     return model_inputs(student.config, batch.input_ids, batch.attention_mask, batch.token_type_ids)
 
 
-def calibration_inputs(student: XLNetStudent, encoder, train, seed: int) -> list:
+def calibration_inputs(student: XLNetStudent, encoder, train, seed: int, samples: int = CALIBRATION_SAMPLES) -> list:
     """A seeded sample of real training texts for static int8 calibration (the exporters and QAT use the same)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    picked = sorted(rng.choice(len(train), size=min(CALIBRATION_SAMPLES, len(train)), replace=False).tolist())
+    picked = sorted(rng.choice(len(train), size=min(samples, len(train)), replace=False).tolist())
     return encode_for(student, encoder, train.subset(picked))
 
 
