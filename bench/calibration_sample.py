@@ -31,9 +31,16 @@ from common import machine_line, write_section  # noqa: E402
 from distill import task_data  # noqa: E402
 from pte_qat import heldout_inputs, wilson  # noqa: E402
 
+from toolkit.buckets import token_counts  # noqa: E402
 from toolkit.export_pte import export_pte, run_pte  # noqa: E402
 from toolkit.profiles import Artifact  # noqa: E402
-from toolkit.student import CALIBRATION_SAMPLES, calibration_inputs, eager_logits, encode_for, load_student  # noqa: E402
+from toolkit.student import (  # noqa: E402
+    CALIBRATION_SAMPLES,
+    calibration_inputs,
+    eager_logits,
+    encode_for,
+    load_student,
+)
 from toolkit.tokenizer import XLNetTextEncoder  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "calibration_sample.json"
@@ -42,19 +49,13 @@ SAMPLERS = ("uniform", "uniform-1024", "lengths", "long")
 LONG_TOKENS = 24
 
 
-def real_tokens(arrays: list[np.ndarray]) -> np.ndarray:
-    """Tokens that are not padding, per text (the mask is 1/0 ids or an additive bias of 0 / -big)."""
-    mask = arrays[1]
-    return (mask == 0).sum(1) if mask.dtype == np.float32 else (mask != 0).sum(1)
-
-
 def sample(kind: str, student, encoder, train) -> list[np.ndarray]:
     if kind == "uniform":
         return calibration_inputs(student, encoder, train, 0)
     if kind == "uniform-1024":  # four times the pipeline's sample, drawn the same way
         return calibration_inputs(student, encoder, train, 0, samples=4 * CALIBRATION_SAMPLES)
     every = encode_for(student, encoder, train)
-    tokens, rng = real_tokens(every), np.random.default_rng(0)
+    tokens, rng = token_counts(every), np.random.default_rng(0)
     if kind == "lengths":
         by_length: dict[int, list[int]] = {}
         for index, n in enumerate(tokens):
@@ -80,7 +81,8 @@ def measure(task: str, folder: str) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         for kind in SAMPLERS:
             calibration = sample(kind, student, encoder, train)
-            result[kind] = {"texts": len(calibration[0]), "mean_tokens": round(float(real_tokens(calibration).mean()), 1)}
+            mean_tokens = round(float(token_counts(calibration).mean()), 1)
+            result[kind] = {"texts": len(calibration[0]), "mean_tokens": mean_tokens}
             for recipe in RECIPES:
                 path = Path(scratch) / f"{kind}-{recipe}.pte"
                 export_pte(student, Artifact(format="pte", recipe=recipe, runtime="executorch", delegate="xnnpack"),

@@ -56,7 +56,8 @@ def main() -> None:
             path = Path(scratch) / "model.tflite"
             path.write_bytes(model)
             agreement = float((export_tflite.run_tflite(path, inputs).argmax(1) == reference).mean())
-            print(f"{name}: dev agreement {agreement:.4f} ({time.time() - started:.0f} s); ops {operator_histogram(model)}")
+            seconds = time.time() - started
+            print(f"{name}: dev agreement {agreement:.4f} ({seconds:.0f} s); ops {operator_histogram(model)}")
     export_tflite._quantization_recipe = toolkit_recipe
 
 
