@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -15,6 +16,19 @@ from toolkit.profiles import load_profile
 # take to import the exporters. The worker pool is exercised by tests/test_export_workers.py and by every test that
 # runs the command line in a subprocess (which keeps the default).
 toolkit.export_workers.DEFAULT_WORKERS = 1
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker's torch (and the processes it starts) takes its share of the cores.
+
+    Two workers each running torch's default of one thread per core oversubscribe the machine, and OpenMP threads
+    that wait spin: a tiny-model test that takes 10 s alone took 80 s beside another worker.
+    """
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def save_tiny_teacher(folder, n_layer: int = 4, d_model: int = 32, seed: int = 0, num_labels: int = 2):
