@@ -7,9 +7,9 @@ ExecuTorch on all SST-2 dev sentences and on SUBJ's 10,000 sentences (agreement 
 needed; see bench/pte_qat.py).
 
 Samplers: ``uniform`` (the pipeline's: ``calibration_inputs``, seed 0); ``uniform-1024`` (four times as many texts,
-drawn the same way); ``lengths`` (a token length drawn uniformly
-among the lengths present, then a text of that length; 256 draws, duplicates dropped); ``long`` (uniform among texts
-of at least 24 tokens; all of them when there are fewer than 256).
+drawn the same way); ``lengths`` (a token length drawn uniformly among the lengths present, then a text of that
+length; 256 draws, duplicates dropped); ``long`` (uniform among texts of at least 24 tokens; all of them when there
+are fewer than 256).
 
     python bench/calibration_sample.py sst2:out/bench-distill/sst2/0.1/today/student ...
 Writes bench/results/calibration_sample.json and the "calibration-sample" section of BENCHMARKS.md.
