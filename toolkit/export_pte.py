@@ -207,12 +207,16 @@ def _histogram_static_config():
 
 
 def _train_quantization_aware(module, example, calibration) -> nn.Module:
-    """The module with weights trained quantization-aware on the calibration samples (toolkit/pt2e_qat.py)."""
-    from toolkit.pt2e_qat import trained_quantization_aware
+    """The module with its activation ranges trained quantization-aware on sentence-like joins of the calibration
+    samples (toolkit/pt2e_qat.py)."""
+    from toolkit.pt2e_qat import JOINED, joined_inputs, trained_quantization_aware
 
     _check_calibration(calibration, len(example))
     samples = [_sample(calibration, i) for i in range(len(calibration[0]))]
-    return trained_quantization_aware(module, example, samples, _histogram_static_config(), _float_norm_quantizer)
+    joined = joined_inputs(module.student.config, calibration, JOINED)
+    training = [_sample(joined, i) for i in range(len(joined[0]))]
+    return trained_quantization_aware(module, example, samples, _histogram_static_config(), _float_norm_quantizer,
+                                      training=training)
 
 
 @register_recipe("pte", "int8-static-histogram", compute="int8", calibrates=True)
