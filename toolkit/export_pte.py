@@ -18,10 +18,10 @@ Recipes (``Artifact.recipe`` for ``format: pte``), each registered with ``@regis
   against clipping error) and the LayerNorms' inner ops in float (an int8 variance can round to 0). On the two bench
   students where ``int8-static`` agreed least with fp32 (98.3 %, 98.9 % of dev) it agrees on 99.7 % and 99.5 %; on
   three others 0 to 0.6 point less (BENCHMARKS.md "int8-static vs int8-static-histogram vs int8-static-qat").
-* ``int8-static-qat``: ``int8-static`` after quantization-aware training of the exact graph on the calibration
-  samples (PT2E QAT, ``toolkit/pt2e_qat.py``), with the XNNPACK quantizer's histogram activation ranges (the
-  ranges it trained with, used for every length bucket) and the LayerNorms' inner ops in float. Measured beside the
-  others in BENCHMARKS.md "int8-static vs int8-static-histogram vs int8-static-qat".
+* ``int8-static-qat``: ``int8-static-histogram`` whose activation ranges were then trained quantization-aware
+  (PT2E fake-quantizers on the exact graph, each range's scale learned, weights fixed; ``toolkit/pt2e_qat.py``) on
+  sentence-like joins of the calibration samples, used for every length bucket. Measured beside the others in
+  BENCHMARKS.md "int8-static vs int8-static-histogram vs int8-static-qat" and "QAT variants".
 * ``int8-static-embedding``: ``int8-static`` plus the word-embedding table stored as uint8 rows (per-row scale),
   looked up by ExecuTorch's quantized ``embedding_byte`` kernel. Shrinks the file by ~3/4 of the table size.
 
@@ -232,7 +232,7 @@ def _prepare_int8_static_histogram(module, example, calibration) -> Prepared:
 
 @register_recipe("pte", "int8-static-qat", compute="int8", calibrates=True, trains=_train_quantization_aware)
 def _prepare_int8_static_qat(module, example, calibration) -> Prepared:
-    """int8-static trained quantization-aware on the calibration samples (PT2E QAT, histogram activation ranges)."""
+    """int8-static with activation ranges trained quantization-aware from the histogram's (PT2E QAT, weights fixed)."""
     from toolkit.pt2e_qat import quantized_with_ranges
 
     _check_calibration(calibration, len(example))
@@ -245,8 +245,9 @@ def _prepare_int8_static_qat(module, example, calibration) -> Prepared:
     except ValueError as error:
         raise PteExportError(f"int8-static-qat: {error}; export this student with int8-static instead") from error
     details = _static_details(len(calibration[0]))
-    details["scheme"] = "int8 static after quantization-aware training (PT2E QAT on the calibration samples)"
-    details["activations"] = "int8 per tensor, the histogram ranges it trained with (from calibration, then fixed)"
+    details["scheme"] = "int8 static, activation ranges trained quantization-aware (PT2E QAT, weights fixed)"
+    details["activations"] = ("int8 per tensor: histogram ranges over the calibration samples, then trained on "
+                              "sentence-like joins of them")
     details["quantized"] = "nn.Linear, add, mul outside the LayerNorms; matmul, softmax, GELU, LayerNorm stay float"
     return Prepared(program, details)
 

@@ -144,13 +144,16 @@ def trained_quantization_aware(
     epochs: int = EPOCHS,
     losses: list[float] | None = None,
     training: Sequence[tuple[torch.Tensor, ...]] | None = None,
+    range_learning_rate: float = LEARNING_RATE,
+    weight_learning_rate: float = 0.0,
 ) -> nn.Module:
     """A copy of ``module`` with the activation ranges trained quantization-aware (``activation_ranges``: observer
     name -> (min, max), for :func:`quantized_with_ranges`); its weights are ``module``'s. ``module``'s exact graph,
     fake-quantized by ``make_quantizer(config)`` (the exporter's quantizer; weights per channel), starts from the
     histogram ranges of ``static_config`` over ``samples`` (batch-1 tuples) and learns ``module``'s float logits on
     ``training`` (default ``samples``) by moving each activation range's scale (:class:`LearnedRange`).
-    ``losses``, when given, receives each epoch's mean distillation loss."""
+    ``losses``, when given, receives each epoch's mean distillation loss. ``weight_learning_rate`` > 0 trains the
+    weights too (AdamW, weight decay 0.01; the copy then has the trained weights): measured, not the recipe."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
     from tqdm import tqdm
 
@@ -174,13 +177,19 @@ def trained_quantization_aware(
     for name, quantizer in learned.items():
         trained.set_submodule(name, quantizer)
     trained.recompile()
-    for parameter in trained.parameters():
-        parameter.requires_grad_(False)  # the weights stay the float student's
-    scales = [quantizer.log_scale.requires_grad_(True) for quantizer in learned.values()]
-    optimizer = torch.optim.Adam(scales, lr=LEARNING_RATE)
+    scales = [quantizer.log_scale for quantizer in learned.values()]
+    weights = [p for p in trained.parameters() if p.requires_grad and all(p is not s for s in scales)]
+    for weight in weights:
+        weight.requires_grad_(weight_learning_rate > 0)  # by default the weights stay the float student's
+    groups = [{"params": scales, "lr": range_learning_rate, "weight_decay": 0.0}]
+    if weight_learning_rate > 0:
+        groups.append({"params": weights, "lr": weight_learning_rate, "weight_decay": 0.01})
+    optimizer = torch.optim.AdamW(groups)
+    trainable = [p for group in groups for p in group["params"]]
     step = min(STEP, len(training))
     per_epoch = len(training) // step
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: max(0.0, 1 - done / max(1, epochs * per_epoch)))
+    steps = max(1, epochs * per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: max(0.0, 1 - done / steps))
     generator = np.random.default_rng(0)
     with tqdm(total=epochs * per_epoch * step, desc="quantization-aware training", unit="sample") as progress:
         for _ in range(epochs):
@@ -192,13 +201,18 @@ def trained_quantization_aware(
                     loss = distillation_loss(trained(*training[index]), targets[index])
                     (loss / step).backward()
                     total += float(loss.detach())
-                torch.nn.utils.clip_grad_norm_(scales, 1.0)
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                 optimizer.step()
                 schedule.step()
                 progress.update(step)
             if losses is not None:
                 losses.append(total / (per_epoch * step))
     result = copy.deepcopy(module)
+    if weight_learning_rate > 0:
+        trained_weights = dict(trained.named_parameters())
+        with torch.no_grad():
+            for name, parameter in result.named_parameters():
+                parameter.copy_(trained_weights[name])  # the exported graph keeps the module's parameter names
     result.activation_ranges = {name: quantizer.float_range() for name, quantizer in learned.items()}
     return result
 
