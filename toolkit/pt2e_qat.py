@@ -178,12 +178,15 @@ def trained_quantization_aware(
         trained.set_submodule(name, quantizer)
     trained.recompile()
     scales = [quantizer.log_scale for quantizer in learned.values()]
-    weights = [p for p in trained.parameters() if p.requires_grad and all(p is not s for s in scales)]
-    for weight in weights:
-        weight.requires_grad_(weight_learning_rate > 0)  # by default the weights stay the float student's
-    groups = [{"params": scales, "lr": range_learning_rate, "weight_decay": 0.0}]
-    if weight_learning_rate > 0:
-        groups.append({"params": weights, "lr": weight_learning_rate, "weight_decay": 0.01})
+    weights = [p for p in trained.parameters() if all(p is not s for s in scales)]
+    groups = []  # what trains; the rest is frozen (by default the weights stay the float student's)
+    for params, rate, decay in ((scales, range_learning_rate, 0.0), (weights, weight_learning_rate, 0.01)):
+        for parameter in params:
+            parameter.requires_grad_(rate > 0)
+        if rate > 0:
+            groups.append({"params": params, "lr": rate, "weight_decay": decay})
+    if not groups:
+        raise ValueError("nothing to train: give the ranges or the weights a learning rate")
     optimizer = torch.optim.AdamW(groups)
     trainable = [p for group in groups for p in group["params"]]
     step = min(STEP, len(training))
