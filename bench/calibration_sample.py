@@ -17,7 +17,6 @@ Writes bench/results/calibration_sample.json and the "calibration-sample" sectio
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -27,9 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_line, write_section  # noqa: E402
-from distill import task_data  # noqa: E402
-from pte_qat import heldout_inputs, wilson  # noqa: E402
+from common import machine_line, measure_each  # noqa: E402
+from pte_qat import subject, wilson  # noqa: E402
 
 from toolkit.buckets import token_counts  # noqa: E402
 from toolkit.export_pte import export_pte, run_pte  # noqa: E402
@@ -37,11 +35,8 @@ from toolkit.profiles import Artifact  # noqa: E402
 from toolkit.student import (  # noqa: E402
     CALIBRATION_SAMPLES,
     calibration_inputs,
-    eager_logits,
     encode_for,
-    load_student,
 )
-from toolkit.tokenizer import XLNetTextEncoder  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "calibration_sample.json"
 RECIPES = ("int8-static", "int8-static-histogram")
@@ -70,13 +65,10 @@ def sample(kind: str, student, encoder, train) -> list[np.ndarray]:
 
 
 def measure(task: str, folder: str) -> dict:
-    _, train, dev, _ = task_data(task)
-    student = load_student(folder).eval()
-    encoder = XLNetTextEncoder.from_pretrained(folder)
-    inputs = encode_for(student, encoder, dev)
-    reference = eager_logits(student, inputs).argmax(1)
-    heldout = heldout_inputs(student, encoder)
-    heldout_reference = eager_logits(student, heldout).argmax(1)
+    bench = subject(task, folder)
+    student, encoder, train, inputs, heldout = bench.student, bench.encoder, bench.train, bench.dev_inputs, \
+        bench.heldout  # fmt: skip
+    reference, heldout_reference = bench.dev_logits.argmax(1), bench.heldout_logits.argmax(1)
     result: dict = {"task": task, "student": folder}
     with tempfile.TemporaryDirectory() as scratch:
         for kind in SAMPLERS:
@@ -132,13 +124,7 @@ def section(results: list[dict]) -> str:
 
 
 def main() -> None:
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-    for argument in sys.argv[1:]:
-        task, folder = argument.split(":", 1)
-        results = [r for r in results if r["student"] != folder] + [measure(task, folder)]
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-        write_section("calibration-sample", section(results))
-
+    measure_each(RESULTS, "calibration-sample", sys.argv[1:], measure, section)
 
 if __name__ == "__main__":
     main()

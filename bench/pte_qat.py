@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,30 @@ def heldout_inputs(student, encoder) -> list[np.ndarray]:
     return [np.concatenate(arrays) for arrays in zip(*(encode_for(student, encoder, part) for part in parts))]
 
 
+@dataclass
+class Subject:
+    """A bench student and what the agreement benches compare its programs with: the fp32 student's logits on all
+    dev and on the held-out texts."""
+
+    train: object  # LabelledData
+    dev: object
+    student: object  # XLNetStudent, eval mode
+    encoder: XLNetTextEncoder
+    dev_inputs: list[np.ndarray]
+    dev_logits: np.ndarray
+    heldout: list[np.ndarray]
+    heldout_logits: np.ndarray
+
+
+def subject(task: str, folder: str) -> Subject:
+    _, train, dev, _ = task_data(task)
+    student = load_student(folder).eval()
+    encoder = XLNetTextEncoder.from_pretrained(folder)
+    dev_inputs, heldout = encode_for(student, encoder, dev), heldout_inputs(student, encoder)
+    return Subject(train, dev, student, encoder, dev_inputs, eager_logits(student, dev_inputs), heldout,
+                   eager_logits(student, heldout))
+
+
 def wilson(successes: int, n: int) -> tuple[float, float]:
     """95 % Wilson interval of a proportion."""
     from scipy.stats import binomtest
@@ -56,14 +81,11 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
 def measure(task: str, folder: str, known: dict | None = None) -> dict:
     """``known``: this student's earlier result; recipes measured there with a held-out agreement are kept (rerun
     one: delete its entry)."""
-    _, train, dev, _ = task_data(task)
-    student = load_student(folder).eval()
-    encoder = XLNetTextEncoder.from_pretrained(folder)
-    inputs, labels = encode_for(student, encoder, dev), np.asarray(dev.labels)
-    reference = eager_logits(student, inputs).argmax(1)
-    heldout = heldout_inputs(student, encoder)
-    heldout_reference = eager_logits(student, heldout).argmax(1)
-    calibration = calibration_inputs(student, encoder, train, 0)
+    bench = subject(task, folder)
+    student, inputs, heldout = bench.student, bench.dev_inputs, bench.heldout
+    labels, reference, heldout_reference = np.asarray(bench.dev.labels), bench.dev_logits.argmax(1), \
+        bench.heldout_logits.argmax(1)  # fmt: skip
+    calibration = calibration_inputs(student, bench.encoder, bench.train, 0)
     result = {**(known or {}), "task": task, "student": folder, "heldout_texts": len(heldout_reference),
               "fp32_accuracy": round(float((reference == labels).mean()), 4)}
     with tempfile.TemporaryDirectory() as scratch:

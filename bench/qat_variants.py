@@ -13,7 +13,6 @@ Writes bench/results/qat_variants.json and the "qat-variants" section of BENCHMA
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -24,9 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_line, write_section  # noqa: E402
-from distill import task_data  # noqa: E402
-from pte_qat import heldout_inputs, wilson  # noqa: E402
+from common import machine_line, measure_each  # noqa: E402
+from pte_qat import subject, wilson  # noqa: E402
 
 from toolkit import export_pte as pte  # noqa: E402
 from toolkit.buckets import method_name  # noqa: E402
@@ -34,12 +32,8 @@ from toolkit.pt2e_qat import JOINED, joined_inputs, trained_quantization_aware  
 from toolkit.student import (  # noqa: E402
     FixedLengthClassifier,
     calibration_inputs,
-    eager_logits,
-    encode_for,
     example_inputs,
-    load_student,
 )
-from toolkit.tokenizer import XLNetTextEncoder  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "qat_variants.json"
 # name -> (texts trained on, epochs, activation-range learning rate, weight learning rate); None: no training.
@@ -56,13 +50,10 @@ VARIANTS = {
 
 
 def measure(task: str, folder: str) -> dict:
-    _, train, dev, _ = task_data(task)
-    student = load_student(folder).eval()
-    encoder = XLNetTextEncoder.from_pretrained(folder)
-    inputs = encode_for(student, encoder, dev)
-    reference = eager_logits(student, inputs).argmax(1)
-    heldout = heldout_inputs(student, encoder)
-    heldout_logits = eager_logits(student, heldout)
+    bench = subject(task, folder)
+    student, encoder, train, inputs, heldout = bench.student, bench.encoder, bench.train, bench.dev_inputs, \
+        bench.heldout  # fmt: skip
+    reference, heldout_logits = bench.dev_logits.argmax(1), bench.heldout_logits
     calibration = calibration_inputs(student, encoder, train, 0)
     texts = {
         "calibration": calibration,
@@ -149,13 +140,7 @@ def section(results: list[dict]) -> str:
 
 
 def main() -> None:
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-    for argument in sys.argv[1:]:
-        task, folder = argument.split(":", 1)
-        results = [r for r in results if r["student"] != folder] + [measure(task, folder)]
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-        write_section("qat-variants", section(results))
-
+    measure_each(RESULTS, "qat-variants", sys.argv[1:], measure, section)
 
 if __name__ == "__main__":
     main()
