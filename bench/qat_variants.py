@@ -13,10 +13,12 @@ Writes bench/results/qat_variants.json and the "qat-variants" section of BENCHMA
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,7 +30,7 @@ from pte_qat import subject, wilson  # noqa: E402
 
 from toolkit import export_pte as pte  # noqa: E402
 from toolkit.buckets import method_name  # noqa: E402
-from toolkit.pt2e_qat import JOINED, joined_inputs, trained_quantization_aware  # noqa: E402
+from toolkit.pt2e_qat import JOINED, joined_inputs, quantized_with_ranges, trained_quantization_aware  # noqa: E402
 from toolkit.student import (  # noqa: E402
     FixedLengthClassifier,
     calibration_inputs,
@@ -36,29 +38,49 @@ from toolkit.student import (  # noqa: E402
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "qat_variants.json"
-# name -> (texts trained on, epochs, activation-range learning rate, weight learning rate); None: no training.
+
+
+class Variant(NamedTuple):
+    texts: str | None  # trained on: "calibration", "training", "joined", "calibration+joined"; None: no training
+    epochs: int = 0
+    range_rate: float = 0.0  # learning rate of the activation ranges' log-scales
+    weight_rate: float = 0.0  # learning rate of the weights
+    head: str = "int8"  # the classifier head (pooled projection, logits) quantized ("int8") or left "float"
+
+
 VARIANTS = {
-    "no training (int8-static-histogram)": None,
-    "weights, the 256 calibration texts (the recipe before)": ("calibration", 3, 0.0, 3e-5),
-    "weights, 2,048 other training texts": ("training", 1, 0.0, 3e-5),
-    "weights, 2,048 other training texts, lr 3e-4": ("training", 1, 0.0, 3e-4),
-    "ranges, the 256 calibration texts": ("calibration", 4, 1e-2, 0.0),
-    "ranges, 2,048 other training texts": ("training", 1, 1e-2, 0.0),
-    "ranges, 2,048 joins of the calibration texts (the recipe)": ("joined", 1, 1e-2, 0.0),
-    "ranges and weights, 2,048 joins of the calibration texts": ("joined", 1, 1e-2, 3e-5),
+    "no training (int8-static-histogram before)": Variant(None),
+    "weights, the 256 calibration texts (the first recipe)": Variant("calibration", 3, 0.0, 3e-5),
+    "weights, 2,048 other training texts": Variant("training", 1, 0.0, 3e-5),
+    "weights, 2,048 other training texts, lr 3e-4": Variant("training", 1, 0.0, 3e-4),
+    "ranges, the 256 calibration texts": Variant("calibration", 4, 1e-2),
+    "ranges, 2,048 other training texts": Variant("training", 1, 1e-2),
+    "ranges, 2,048 joins of the calibration texts (the recipe before)": Variant("joined", 1, 1e-2),
+    "ranges and weights, 2,048 joins of the calibration texts": Variant("joined", 1, 1e-2, 3e-5),
+    "no training (int8-static-histogram)": Variant(None, head="float"),
+    "ranges, 2,048 joins of the calibration texts": Variant("joined", 1, 1e-2, head="float"),
+    "ranges, the 256 calibration texts and 2,048 joins (the recipe)": Variant("calibration+joined", 1, 1e-2,
+                                                                              head="float"),
 }
+QUANTIZERS = {"int8": pte._float_norm_quantizer, "float": pte._float_norm_and_head_quantizer}
 
 
 def measure(task: str, folder: str) -> dict:
+    """Every variant not yet in bench/results/qat_variants.json for this student (delete an entry to measure it
+    again)."""
+    recorded = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+    known = next((r for r in recorded if r["student"] == folder), {})
     bench = subject(task, folder)
     student, encoder, train, inputs, heldout = bench.student, bench.encoder, bench.train, bench.dev_inputs, \
         bench.heldout  # fmt: skip
     reference, heldout_logits = bench.dev_logits.argmax(1), bench.heldout_logits
     calibration = calibration_inputs(student, encoder, train, 0)
+    joined = joined_inputs(student.config, calibration, JOINED)
     texts = {
         "calibration": calibration,
         "training": calibration_inputs(student, encoder, train, 1, samples=JOINED),  # another draw (sst2-1k: all)
-        "joined": joined_inputs(student.config, calibration, JOINED),
+        "joined": joined,
+        "calibration+joined": [np.concatenate([a, b.astype(a.dtype)]) for a, b in zip(calibration, joined)],
     }
     module = FixedLengthClassifier(student.with_op_variants(xnnpack=True)).eval()
     length = student.config.seq_len
@@ -67,26 +89,32 @@ def measure(task: str, folder: str) -> dict:
     result: dict = {"task": task, "student": folder, "heldout_texts": len(heldout_logits)}
     with tempfile.TemporaryDirectory() as scratch:
         for name, variant in VARIANTS.items():
+            if name in known:
+                result[name] = known[name]
+                continue
             started, losses = time.time(), []
-            if variant is None:
-                prepared = pte._prepare("int8-static-histogram", module, example, calibration)
+            quantizer = QUANTIZERS[variant.head]
+            if variant.texts is None:
+                program = pte._pt2e_quantize(module, example, quantizer(pte._histogram_static_config()), samples)
             else:
-                kind, epochs, range_rate, weight_rate = variant
-                training = [pte._sample(texts[kind], i) for i in range(len(texts[kind][0]))]
+                training = [pte._sample(texts[variant.texts], i) for i in range(len(texts[variant.texts][0]))]
                 trained = trained_quantization_aware(
-                    module, example, samples, pte._histogram_static_config(), pte._float_norm_quantizer, epochs=epochs,
-                    losses=losses, training=training, range_learning_rate=range_rate, weight_learning_rate=weight_rate)
-                prepared = pte._prepare("int8-static-qat", trained.eval(), example, calibration)
+                    module, example, samples, pte._histogram_static_config(), quantizer, epochs=variant.epochs,
+                    losses=losses, training=training, range_learning_rate=variant.range_rate,
+                    weight_learning_rate=variant.weight_rate)  # fmt: skip
+                ranges_set = quantizer(pte._with_min_max_activations(pte._histogram_static_config()))
+                program = quantized_with_ranges(trained.eval(), example, ranges_set, trained.activation_ranges)
             path = Path(scratch) / "variant.pte"
-            pte._lower_and_write({method_name(length): prepared}, path)
+            pte._lower_and_write({method_name(length): pte.Prepared(program, {})}, path)
             logits = pte.run_pte(path, heldout)
             agreeing = int((logits.argmax(1) == heldout_logits.argmax(1)).sum())
             result[name] = {
-                "texts": 256 if variant is None else len(texts[variant[0]][0]),
+                "texts": 256 if variant.texts is None else len(texts[variant.texts][0]),
                 "dev": round(float((pte.run_pte(path, inputs).argmax(1) == reference).mean()), 4),
                 "heldout": round(agreeing / len(heldout_logits), 4),
                 "interval": [round(x, 4) for x in wilson(agreeing, len(heldout_logits))],
                 "error": round(float(np.abs(logits - heldout_logits).mean()), 4),
+                "ties": int((np.ptp(logits, axis=1) == 0).sum()),  # equal logits: argmax takes the first label
                 "losses": [round(x, 5) for x in losses],
                 "seconds": round(time.time() - started),
             }
@@ -124,9 +152,9 @@ def section(results: list[dict]) -> str:
         f"Measured on {machine_line()}. Reproduce: `python bench/qat_variants.py TASK:STUDENT ...` "
         "(sst2:out/bench-distill/sst2/0.1/today/student sst2-1k:out/bench-distill/sst2-1k/0.1/today/student).",
         "",
-        "| task | student | variant (texts trained on) | dev agreement | unseen agreement [95 %] | unseen mean "
-        "\\|logit error\\| | s |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| task | student | variant (texts trained on) | head | dev agreement | unseen agreement [95 %] | unseen mean "
+        "\\|logit error\\| | unseen ties | s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         student = "/".join(Path(r["student"]).parts[-3:-1])
@@ -134,8 +162,10 @@ def section(results: list[dict]) -> str:
             if name not in r:
                 continue
             v = r[name]
-            lines.append(f"| {r['task']} | {student} | {name} ({v['texts']}) | {v['dev']:.4f} | {v['heldout']:.4f} "
-                         f"[{v['interval'][0]:.4f}, {v['interval'][1]:.4f}] | {v['error']:.4f} | {v['seconds']} |")
+            ties = v.get("ties", "not counted")
+            lines.append(f"| {r['task']} | {student} | {name} ({v['texts']}) | {VARIANTS[name].head} | {v['dev']:.4f} "
+                         f"| {v['heldout']:.4f} [{v['interval'][0]:.4f}, {v['interval'][1]:.4f}] | {v['error']:.4f} "
+                         f"| {ties} | {v['seconds']} |")
     return "\n".join(lines) + "\n"
 
 

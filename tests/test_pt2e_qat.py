@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from toolkit.buckets import at_length, method_name
-from toolkit.export_pte import _sample, export_pte, run_pte
+from toolkit.export_pte import _prepare, export_pte, run_pte
 from toolkit.profiles import Artifact
 from toolkit.pt2e_qat import joined_inputs
 from toolkit.student import (
+    FixedLengthClassifier,
     StudentConfig,
     XLNetStudent,
     eager_logits,
+    example_inputs,
     model_inputs,
 )
 
@@ -71,7 +73,7 @@ def exported(tmp_path_factory) -> dict:
 
 def test_training_lowers_the_loss_by_moving_the_ranges_and_keeps_the_weights(exported):
     losses, module, before, trained = (exported[k] for k in ("losses", "input", "before", "trained"))
-    assert len(losses) == 2 and losses[-1] < losses[0], losses
+    assert len(losses) == 3 and losses[-1] < losses[0], losses  # before training, after each of 2 epochs
     assert all(torch.equal(p, before[name]) for name, p in module.named_parameters()), "the input module is untouched"
     assert all(torch.equal(p, before[name]) for name, p in trained.named_parameters()), "the weights are the student's"
     ranges, start = trained.activation_ranges, exported["untrained"].activation_ranges
@@ -140,3 +142,23 @@ def test_the_trained_program_runs_on_the_emulated_cpu_as_on_the_host(exported):
     run = emulate.run_pte_emulated(load_profile("raspberry-pi-5").device, path, check, method=method_name(16))
     # int8 kernels on ARM and x86 may round one step apart; the logits are dequantized from an int8 output.
     np.testing.assert_allclose(run.logits, host, rtol=0, atol=3 * np.ptp(host) / 255)
+
+
+def _linears_reading_int8(program, module_name: str) -> list[bool]:
+    """For each linear of ``module_name`` in ``program``: does its input come dequantized from int8?"""
+    linears = [node for node in program.graph.nodes if node.target == torch.ops.aten.linear.default
+               and any(path.endswith(module_name) for path, _ in node.meta.get("nn_module_stack", {}).values())]
+    return ["dequantize" in str(node.args[0].target) for node in linears]
+
+
+@pytest.mark.parametrize("recipe", ["int8-static-histogram", "int8-static-qat"])
+def test_the_classifier_head_stays_float_and_the_layers_run_int8(recipe, exported):
+    """A quantized head puts the logits on an int8 grid, where near-tie margins become ties argmax settles for
+    label 0; the head runs once per text, so it stays float while the layers' linears read int8."""
+    module = FixedLengthClassifier(student().with_op_variants(xnnpack=True)).eval()
+    if recipe == "int8-static-qat":
+        module.activation_ranges = exported["trained"].activation_ranges  # what its training returns
+    program = _prepare(recipe, module, example_inputs(CONFIG, 16), inputs(8, seed=2)).program
+    assert _linears_reading_int8(program, "summary") == [False]
+    assert _linears_reading_int8(program, "logits_proj") == [False]
+    assert _linears_reading_int8(program, "ff.layer_1") == [True] and _linears_reading_int8(program, "attn.o") == [True]

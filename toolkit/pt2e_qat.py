@@ -14,12 +14,14 @@ int8-static-qat", "QAT variants"):
   on sst2-1k 1/10 agreement did not follow the error (99.46 -> 99.26 %, the student with the most near-ties).
 
 So: the graph is prepared with fake-quantizers (weights per channel; activations per tensor, starting from the
-histogram observer's ranges over the calibration samples), each activation fake-quantizer becomes a
-:class:`LearnedRange`, and only those scales learn the float program's own logits (self-distillation, T = 2,
-no dropout) on sentence-like samples joined from the calibration texts (``joined_inputs``: SST-2's training texts
-are phrases of 14 tokens on average, the sentences an app classifies are about twice as long). The exporter then
-quantizes every length bucket with those ranges (``quantized_with_ranges``) and the student's own weights. Only
-the calibration samples are needed, as for ``int8-static``.
+histogram observer's ranges over the calibration samples; the LayerNorms' inner ops and the classifier head in
+float, as ``int8-static-histogram``), each activation fake-quantizer becomes a :class:`LearnedRange`, and only those
+scales learn the float program's own logits (self-distillation, T = 2, no dropout) on the calibration samples and
+sentence-like samples joined from them (``joined_inputs``: SST-2's training texts are phrases of 14 tokens on
+average, the sentences an app classifies are about twice as long). With the head in float, training on both lifted
+the sst2-1k 1/10 bench student from 99.48 % (joins only) to 99.69 % agreement on 10,000 unseen texts. The exporter
+then quantizes every length bucket with those ranges (``quantized_with_ranges``) and the student's own weights.
+Only the calibration samples are needed, as for ``int8-static``.
 """
 
 
@@ -152,7 +154,8 @@ def trained_quantization_aware(
     fake-quantized by ``make_quantizer(config)`` (the exporter's quantizer; weights per channel), starts from the
     histogram ranges of ``static_config`` over ``samples`` (batch-1 tuples) and learns ``module``'s float logits on
     ``training`` (default ``samples``) by moving each activation range's scale (:class:`LearnedRange`).
-    ``losses``, when given, receives each epoch's mean distillation loss. ``weight_learning_rate`` > 0 trains the
+    ``losses``, when given, receives the mean distillation loss over ``training`` before training and after each
+    epoch (an extra pass each, so only when asked). ``weight_learning_rate`` > 0 trains the
     weights too (AdamW, weight decay 0.01; the copy then has the trained weights): measured, not the recipe."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
     from tqdm import tqdm
@@ -194,22 +197,27 @@ def trained_quantization_aware(
     steps = max(1, epochs * per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: max(0.0, 1 - done / steps))
     generator = np.random.default_rng(0)
+
+    def record_loss() -> None:
+        if losses is not None:
+            with torch.no_grad():
+                losses.append(sum(float(distillation_loss(trained(*x), y)) for x, y in zip(training, targets))
+                              / len(training))
+
+    record_loss()
     with tqdm(total=epochs * per_epoch * step, desc="quantization-aware training", unit="sample") as progress:
         for _ in range(epochs):
             order = generator.permutation(len(training))
-            total = 0.0
             for start in range(0, per_epoch * step, step):
                 optimizer.zero_grad()
                 for index in order[start : start + step]:
                     loss = distillation_loss(trained(*training[index]), targets[index])
                     (loss / step).backward()
-                    total += float(loss.detach())
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                 optimizer.step()
                 schedule.step()
                 progress.update(step)
-            if losses is not None:
-                losses.append(total / (per_epoch * step))
+            record_loss()
     result = copy.deepcopy(module)
     if weight_learning_rate > 0:
         trained_weights = dict(trained.named_parameters())
