@@ -18,7 +18,7 @@ Recipes (``Artifact.recipe`` for ``format: pte``), each registered with ``@regis
   against clipping error), the LayerNorms' inner ops in float (an int8 variance can round to 0) and the classifier
   head (pooled projection and logits) in float: an int8 logit grid makes near-tie margins exact ties, which argmax
   gives to the first label. On the two bench students where ``int8-static`` agreed least with fp32 (98.3 %, 98.9 %
-  of dev) it agrees on 99.7 % and 99.5 %; on three others 0 to 0.6 point less (BENCHMARKS.md "int8-static vs
+  of dev) it agrees on 99.7 % and 99.4 %; on three others 0 to 0.5 point less (BENCHMARKS.md "int8-static vs
   int8-static-histogram vs int8-static-qat").
 * ``int8-static-qat``: ``int8-static-histogram`` whose activation ranges were then trained quantization-aware
   (PT2E fake-quantizers on the exact graph, each range's scale learned, weights fixed; ``toolkit/pt2e_qat.py``) on

@@ -133,7 +133,7 @@ class LearnedRange(nn.Module):
 
     def float_range(self) -> tuple[float, float]:
         """The float range whose int8 affine grid is this quantizer's."""
-        scale, zero_point = float(self.log_scale.exp()), int(round(float(self.zero_point)))
+        scale, zero_point = float(self.log_scale.detach().exp()), int(round(float(self.zero_point)))
         return (self.quant_min - zero_point) * scale, (self.quant_max - zero_point) * scale
 
 
