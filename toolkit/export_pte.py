@@ -210,7 +210,7 @@ FLOAT_HEAD = ("student.summary", "student.logits_proj")  # FixedLengthClassifier
 def _float_norm_and_head_quantizer(config):
     """:func:`_float_norm_quantizer` with the classifier head (the pooled vector's projection and the logits) in
     float too. Quantized, the logits sit on an int8 grid (a step of 0.008 on the sst2-1k 1/10 bench student), so a
-    near-tie margin becomes an exact tie, which argmax gives to the first label: 17 of that student's 59 flips on
+    near-tie margin becomes an exact tie, which argmax gives to the first label: 17 of that student's 54 flips on
     10,000 unseen texts under the histogram ranges (BENCHMARKS.md "QAT variants"). The head runs once per text,
     not per token, so in float it costs two tiny GEMMs."""
     from torchao.quantization.pt2e.quantizer import get_module_name_filter
