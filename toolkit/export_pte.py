@@ -203,7 +203,7 @@ def _float_norm_quantizer(config):
 
 
 QUANTIZED_OUTSIDE_NORMS_AND_HEAD = ("nn.Linear, add, mul outside the LayerNorms and the classifier head; matmul, "
-                                    "softmax, GELU, LayerNorm, the head stay float")
+                                    "softmax, GELU, LayerNorm and the head stay float")
 FLOAT_HEAD = ("student.summary", "student.logits_proj")  # FixedLengthClassifier's path to the classifier head
 
 
