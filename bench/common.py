@@ -26,15 +26,20 @@ def write_section(name: str, text: str, path: Path = BENCHMARKS_MD) -> None:
     atomic_write_text(path, updated)
 
 
-def measure_each(results: Path, section_name: str, arguments: list[str], measure, section) -> None:
+def measure_each(results: Path, section_name: str, arguments: list[str], measure, section,
+                 keeps_earlier: bool = False) -> None:
     """For each ``TASK:STUDENT`` argument: ``measure(task, folder)``, replacing that student's earlier result in the
-    ``results`` JSON, which is written after each student with BENCHMARKS.md's ``section_name`` section."""
+    ``results`` JSON, which is written after each student with BENCHMARKS.md's ``section_name`` section. With
+    ``keeps_earlier``, ``measure(task, folder, earlier)`` also gets that earlier result (or None), to keep what it
+    already measured."""
     import json
 
     recorded = json.loads(results.read_text()) if results.is_file() else []
     for argument in arguments:
         task, folder = argument.split(":", 1)
-        recorded = [r for r in recorded if r["student"] != folder] + [measure(task, folder)]
+        earlier = next((r for r in recorded if r["student"] == folder), None)
+        result = measure(task, folder, earlier) if keeps_earlier else measure(task, folder)
+        recorded = [r for r in recorded if r["student"] != folder] + [result]
         results.write_text(json.dumps(recorded, indent=1) + "\n")
         write_section(section_name, section(recorded))
 

@@ -14,7 +14,6 @@ Writes bench/results/pte_qat.json and the "pte-qat" section of BENCHMARKS.md.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_line, write_section  # noqa: E402
+from common import machine_line, measure_each  # noqa: E402
 from distill import SHARED_SUBJ, task_data  # noqa: E402
 
 from toolkit.data import load_labelled  # noqa: E402
@@ -160,13 +159,7 @@ def section(results: list[dict]) -> str:
 
 
 def main() -> None:
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-    for argument in sys.argv[1:]:
-        task, folder = argument.split(":", 1)
-        known = next((r for r in results if r["student"] == folder), None)
-        results = [r for r in results if r["student"] != folder] + [measure(task, folder, known)]
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-        write_section("pte-qat", section(results))
+    measure_each(RESULTS, "pte-qat", sys.argv[1:], measure, section, keeps_earlier=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Writes bench/results/qat_variants.json and the "qat-variants" section of BENCHMA
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -65,11 +64,10 @@ VARIANTS = {
 QUANTIZERS = {"int8": pte._float_norm_quantizer, "float": pte._float_norm_and_head_quantizer}
 
 
-def measure(task: str, folder: str) -> dict:
-    """Every variant not yet in bench/results/qat_variants.json for this student (delete an entry to measure it
-    again)."""
-    recorded = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-    known = next((r for r in recorded if r["student"] == folder), {})
+def measure(task: str, folder: str, known: dict | None = None) -> dict:
+    """Every variant not in ``known`` (this student's earlier result; delete a variant's entry in
+    bench/results/qat_variants.json to measure it again)."""
+    known = known or {}
     bench = subject(task, folder)
     student, encoder, train, inputs, heldout = bench.student, bench.encoder, bench.train, bench.dev_inputs, \
         bench.heldout  # fmt: skip
@@ -179,7 +177,7 @@ def section(results: list[dict]) -> str:
 
 
 def main() -> None:
-    measure_each(RESULTS, "qat-variants", sys.argv[1:], measure, section)
+    measure_each(RESULTS, "qat-variants", sys.argv[1:], measure, section, keeps_earlier=True)
 
 if __name__ == "__main__":
     main()
