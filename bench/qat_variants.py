@@ -29,7 +29,13 @@ from pte_qat import subject, wilson  # noqa: E402
 
 from toolkit import export_pte as pte  # noqa: E402
 from toolkit.buckets import method_name  # noqa: E402
-from toolkit.pt2e_qat import JOINED, joined_inputs, quantized_with_ranges, trained_quantization_aware  # noqa: E402
+from toolkit.pt2e_qat import (  # noqa: E402
+    JOINED,
+    joined_inputs,
+    quantized_with_ranges,
+    trained_quantization_aware,
+    training_inputs,
+)
 from toolkit.student import (  # noqa: E402
     FixedLengthClassifier,
     calibration_inputs,
@@ -78,7 +84,7 @@ def measure(task: str, folder: str, known: dict | None = None) -> dict:
         "calibration": calibration,
         "training": calibration_inputs(student, encoder, train, 1, samples=JOINED),  # another draw (sst2-1k: all)
         "joined": joined,
-        "calibration+joined": [np.concatenate([a, b.astype(a.dtype)]) for a, b in zip(calibration, joined)],
+        "calibration+joined": training_inputs(student.config, calibration),  # the recipe's
     }
     module = FixedLengthClassifier(student.with_op_variants(xnnpack=True)).eval()
     length = student.config.seq_len

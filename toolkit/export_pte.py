@@ -228,12 +228,12 @@ def _histogram_static_config():
 def _train_quantization_aware(module, example, calibration) -> nn.Module:
     """The module with its activation ranges trained quantization-aware on the calibration samples and sentence-like
     joins of them (toolkit/pt2e_qat.py)."""
-    from toolkit.pt2e_qat import JOINED, joined_inputs, trained_quantization_aware
+    from toolkit.pt2e_qat import trained_quantization_aware, training_inputs
 
     _check_calibration(calibration, len(example))
     samples = [_sample(calibration, i) for i in range(len(calibration[0]))]
-    joined = joined_inputs(module.student.config, calibration, JOINED)
-    training = samples + [_sample(joined, i) for i in range(len(joined[0]))]
+    arrays = training_inputs(module.student.config, calibration)
+    training = [_sample(arrays, i) for i in range(len(arrays[0]))]
     return trained_quantization_aware(module, example, samples, _histogram_static_config(),
                                       _float_norm_and_head_quantizer, training=training)
 

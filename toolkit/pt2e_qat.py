@@ -80,6 +80,14 @@ def joined_inputs(config, arrays: list[np.ndarray], count: int = JOINED, seed: i
     return model_inputs(config, joined_ids, joined_mask, joined_types)
 
 
+def training_inputs(config, calibration: list[np.ndarray], count: int | None = None) -> list[np.ndarray]:
+    """What ``int8-static-qat`` trains its ranges on: the calibration arrays, then ``count`` (default ``JOINED``)
+    sentence-like joins of them (``joined_inputs``)."""
+    joined = joined_inputs(config, calibration, JOINED if count is None else count)
+    arrays = [np.asarray(a) for a in calibration]
+    return [np.concatenate([a, np.asarray(b).astype(a.dtype)]) for a, b in zip(arrays, joined)]
+
+
 def _frozen_range_config(static):
     """``static`` (the XNNPACK static config) as fake-quantizers with min/max observers; the activation ranges are
     replaced by the histogram's before training (``_use_ranges``)."""
